@@ -1,0 +1,37 @@
+"""modelzip inspect: the per-layer table of a .mzip (weights, kept, bits, bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..io.inspect import layer_table
+from ..io.mzip import read
+from .common import add_json, emit
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="per-layer storage table of a .mzip file")
+    p.add_argument("file", help="a .mzip file")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    manifest, streams = read(args.file)
+    rows, totals = layer_table(manifest, streams, Path(args.file).stat().st_size)
+    table = Table(title=f"{args.file}  (format v{manifest['version']})")
+    cols = ["layer", "weights", "kept %", "weight bits", "index bits", "bytes"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "layer" else "right")
+    for r in rows + [totals]:
+        table.add_row(r["layer"], f"{r['weights']:,}", f"{100 * r['kept']:.1f}",
+                      f"{r['weight_bits']:.2f}", f"{r['index_bits']:.2f}", f"{r['bytes']:,}")
+    emit(args, {"file": args.file, "arch": manifest.get("arch"), "layers": rows,
+                "total": totals}, table)
+    if not args.json:
+        print(f"fp32 weights: {totals['fp32_bytes']:,} B   file: {totals['file_bytes']:,} B   "
+              f"ratio: {totals['ratio']:.1f}x")
+    return 0

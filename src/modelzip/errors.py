@@ -1,0 +1,27 @@
+"""Every error modelzip raises on bad input derives from ModelzipError."""
+
+from __future__ import annotations
+
+
+class ModelzipError(Exception):
+    """Base class of all errors raised on bad input or unusable state."""
+
+
+class ConfigError(ModelzipError, ValueError):
+    """A config, recipe or argument is invalid."""
+
+
+class DataError(ModelzipError):
+    """A dataset is missing, unreadable or malformed."""
+
+
+class FormatError(ModelzipError):
+    """A .mzip (or other) file is foreign, damaged or inconsistent."""
+
+
+class UnsupportedModelError(ModelzipError):
+    """A model or layer cannot be handled by the requested method."""
+
+
+class BudgetError(ModelzipError):
+    """An accuracy or resource requirement cannot be met."""

@@ -1,0 +1,1 @@
+"""Files: the .mzip container, ONNX export, Hugging Face adapters."""

@@ -1,0 +1,1 @@
+"""Pure tensor math with no nn.Module knowledge: quantization, packing, codecs, solvers."""

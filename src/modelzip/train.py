@@ -1,0 +1,144 @@
+"""Training and evaluation helpers shared by every method (with progress bars)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .batches import forward, logits_of
+from .config import ConfigError
+from .errors import ModelzipError
+from .state import enforce_masks, mask_gradients
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def task_loss(output: Any, target: Any) -> torch.Tensor:
+    """Cross-entropy for classifiers and per-token LMs; a model's own loss if it has one."""
+    if target is None and getattr(output, "loss", None) is not None:
+        return output.loss
+    logits = logits_of(output)
+    if target is None:
+        raise ModelzipError("batches carry no target: pass loss= or labelled data")
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+    if target.dtype.is_floating_point:
+        return F.mse_loss(logits, target)
+    return F.cross_entropy(logits, target)
+
+
+def _check(epochs: Any, lr: Any) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0:
+        raise ConfigError(f"epochs must be positive, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError(f"lr must be positive, got {lr!r}")
+
+
+def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
+        step_loss: Callable[[nn.Module, Any], torch.Tensor], weight_decay: float = 0.0,
+        schedule: str = "cosine", progress: bool = True, desc: str = "train",
+        on_epoch: Callable[[int], bool | None] | None = None) -> nn.Module:
+    """The one training loop: Adam(W), optional cosine decay, masks kept fixed.
+
+    ``step_loss(model, batch)`` returns the loss of one batch. ``epochs`` may be
+    fractional (a share of the last epoch). ``on_epoch(i)`` returning True stops early.
+    """
+    _check(epochs, lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ModelzipError("the model has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    n_batches = len(data) if hasattr(data, "__len__") else None
+    total = math.ceil(epochs * n_batches) if n_batches else None
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+             if schedule == "cosine" and total else None)
+    model.train()
+    step = 0
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="batch")
+    try:
+        for epoch in range(math.ceil(epochs)):
+            for batch in data:
+                if total is not None and step >= total:
+                    break
+                loss = step_loss(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                mask_gradients(model)
+                opt.step()
+                enforce_masks(model)
+                if sched:
+                    sched.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch + 1)
+            if on_epoch is not None and on_epoch(epoch):
+                break
+    finally:
+        bar.close()
+        model.eval()
+    return model
+
+
+def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
+          loss: LossFn | None = None, weight_decay: float = 0.0, schedule: str = "cosine",
+          progress: bool = True) -> nn.Module:
+    """Train ``model`` in place on ``data`` (cross-entropy unless ``loss`` is given)."""
+    loss_fn = loss or task_loss
+
+    def step_loss(m: nn.Module, batch: Any) -> torch.Tensor:
+        out, target = forward(m, batch)
+        return loss_fn(out, target)
+
+    return fit(model, data, epochs=epochs, lr=lr, step_loss=step_loss,
+               weight_decay=weight_decay, schedule=schedule, progress=progress)
+
+
+def finetune(model: nn.Module, train_data: Iterable[Any], *, epochs: float, lr: float,
+             loss: LossFn | None = None, progress: bool = True, **kw: Any) -> nn.Module:
+    """Recover accuracy after compression: training that keeps masks, codes fixed.
+
+    Pruned weights stay zero; integer codes stay fixed; codebooks (cluster centroids)
+    are trained with the summed gradients of their weights.
+    """
+    return train(model, train_data, epochs=epochs, lr=lr, loss=loss, progress=progress, **kw)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Iterable[Any], *, progress: bool = False) -> float:
+    """Top-1 accuracy in [0, 1] over ``data``."""
+    model.eval()
+    right = total = 0
+    for batch in tqdm(data, desc="eval", disable=not progress, leave=False):
+        out, target = forward(model, batch)
+        pred = logits_of(out).argmax(-1)
+        right += (pred == target).sum().item()
+        total += target.numel()
+    if total == 0:
+        raise ModelzipError("accuracy() got no labelled examples")
+    return right / total
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, data: Iterable[Any], *, progress: bool = False,
+               max_batches: int | None = None) -> float:
+    """exp(mean next-token cross-entropy) over ``data`` (token-weighted)."""
+    model.eval()
+    nll = 0.0
+    count = 0
+    for i, batch in enumerate(tqdm(data, desc="ppl", disable=not progress, leave=False)):
+        if max_batches is not None and i >= max_batches:
+            break
+        out, target = forward(model, batch)
+        logits = logits_of(out)
+        nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                               reduction="sum").item()
+        count += target.numel()
+    if count == 0:
+        raise ModelzipError("perplexity() got no tokens")
+    return math.exp(nll / count)

@@ -1,0 +1,41 @@
+"""The transform verbs: each looks up the config's handler and changes the model in place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .config import Config, handler_for
+
+
+def _apply(kind: str, model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
+    handler_for(cfg, kind)(model, cfg, **ctx)
+    return model
+
+
+def prune(model: nn.Module, cfg: Config, *, calib_data: Any = None,
+          example_inputs: Any = None) -> nn.Module:
+    """Prune ``model`` in place with a pruning config; returns the same model."""
+    return _apply("prune", model, cfg, calib_data=calib_data, example_inputs=example_inputs)
+
+
+def quantize(model: nn.Module, cfg: Config, *, calib_data: Any = None) -> nn.Module:
+    """Quantize ``model`` in place with a quantization config; returns the same model."""
+    return _apply("quantize", model, cfg, calib_data=calib_data)
+
+
+def clip(model: nn.Module, cfg: Config) -> nn.Module:
+    """Clip weights in place; returns the same model."""
+    return _apply("clip", model, cfg)
+
+
+def cluster(model: nn.Module, cfg: Config) -> nn.Module:
+    """Share weights by clustering, in place; returns the same model."""
+    return _apply("cluster", model, cfg)
+
+
+def apply(model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
+    """Apply any registered config through its own verb family (used by recipes)."""
+    handler_for(cfg)(model, cfg, **ctx)
+    return model
