@@ -53,7 +53,7 @@ def write_result(name: str, title: str, tables: list[dict[str, Any]], *,
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"name": name, "title": title,
-               "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": machine(), "tables": tables, "anchors": anchors or [],
                "notes": notes or [], **(extra or {})}
     path = RESULTS / f"{name}.json"

@@ -162,3 +162,24 @@ def text(path: str | os.PathLike | None = None, seq_len: int = 128, batch_size: 
 
     return _loaders(windows(ids[:cut], stride or seq_len), windows(ids[cut:], seq_len),
                     batch_size, seed, test_batch_size=batch_size)
+
+
+def sentences(n: int = 512, path: str | os.PathLike | None = None, min_chars: int = 20,
+              ) -> list[str]:
+    """``n`` distinct real sentences (lines of Tiny Shakespeare by default) for embedding
+    fidelity checks and transformer calibration."""
+    if path is None:
+        path = find_root("tinyshakespeare", None, ("input.txt",)) / "input.txt"
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    seen: dict[str, None] = {}
+    for line in lines:
+        line = line.strip()
+        if len(line) >= min_chars and line not in seen:
+            seen[line] = None
+    out = list(seen)[:n]
+    if len(out) < n:
+        raise DataError(f"{path} has only {len(out)} lines of >= {min_chars} characters")
+    return out
