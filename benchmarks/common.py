@@ -67,3 +67,83 @@ def write_result(name: str, title: str, tables: list[dict[str, Any]], *,
 def fmt(v: Any, digits: int = 4) -> Any:
     """Round floats for tables."""
     return round(v, digits) if isinstance(v, float) else v
+
+
+# ------------------------------------------------------------ cached reference models
+CACHE = Path(os.environ.get("MODELZIP_CACHE", Path.home() / ".cache" / "modelzip"))
+REFERENCE = {  # name -> training budget (kept fixed so every benchmark shares one baseline)
+    "lenet300_fashion": {"epochs": 20, "lr": 1e-3},
+    "lenet5_fashion": {"epochs": 15, "lr": 1e-3},
+    "tiny_gpt_shakespeare": {"steps": 1500, "lr": 2e-3, "batch_size": 32, "seq_len": 128},
+}
+
+
+def _cached(name: str, build: Any, train_fn: Any) -> Any:
+    """Load ``name`` from the cache, or train it once (file-locked across processes)."""
+    import fcntl
+
+    import modelzip as mz
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{name}.mzip"
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return mz.load(path, model=build())
+        torch.manual_seed(0)
+        model = build()
+        train_fn(model)
+        mz.save(model, path, info={"reference": name, **REFERENCE[name]})
+        return model
+
+
+def fashion(**kw: Any) -> Any:
+    import modelzip as mz
+
+    root = data_root()
+    if root is None:
+        raise SystemExit("Fashion-MNIST not found: set MODELZIP_DATA")
+    return mz.data.fashion_mnist(root=root, **kw)
+
+
+def trained_lenet300() -> Any:
+    """LeNet-300-100 trained on Fashion-MNIST with the fixed reference budget (cached)."""
+    import modelzip as mz
+
+    b = REFERENCE["lenet300_fashion"]
+    return _cached("lenet300_fashion", mz.zoo.lenet300,
+                   lambda m: mz.train(m, fashion().train, epochs=b["epochs"], lr=b["lr"]))
+
+
+def trained_lenet5() -> Any:
+    """LeNet-5 trained on Fashion-MNIST with the fixed reference budget (cached)."""
+    import modelzip as mz
+
+    b = REFERENCE["lenet5_fashion"]
+    return _cached("lenet5_fashion", mz.zoo.lenet5,
+                   lambda m: mz.train(m, fashion().train, epochs=b["epochs"], lr=b["lr"]))
+
+
+def shakespeare(seq_len: int = 128, batch_size: int = 32, **kw: Any) -> Any:
+    import modelzip as mz
+
+    root = data_root()
+    if root is None:
+        raise SystemExit("Tiny Shakespeare not found: set MODELZIP_DATA")
+    return mz.data.text(root / "tinyshakespeare" / "input.txt", seq_len=seq_len,
+                        batch_size=batch_size, **kw)
+
+
+def trained_tiny_gpt() -> Any:
+    """tiny_gpt (default size, 65-char vocab) trained on Tiny Shakespeare (cached).
+
+    Trained on overlapping windows (stride 16) for a fixed number of steps."""
+    import modelzip as mz
+
+    b = REFERENCE["tiny_gpt_shakespeare"]
+    split = shakespeare(b["seq_len"], b["batch_size"], stride=16)
+    vocab = mz.data.info(split)["vocab_size"]
+    epochs = b["steps"] / len(split.train)
+    return _cached("tiny_gpt_shakespeare",
+                   lambda: mz.zoo.tiny_gpt(vocab_size=vocab, seq_len=b["seq_len"]),
+                   lambda m: mz.train(m, split.train, epochs=epochs, lr=b["lr"]))
