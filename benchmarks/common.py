@@ -74,7 +74,7 @@ CACHE = Path(os.environ.get("MODELZIP_CACHE", Path.home() / ".cache" / "modelzip
 REFERENCE = {  # name -> training budget (kept fixed so every benchmark shares one baseline)
     "lenet300_fashion": {"epochs": 20, "lr": 1e-3},
     "lenet5_fashion": {"epochs": 15, "lr": 1e-3},
-    "tiny_gpt_shakespeare": {"steps": 1500, "lr": 2e-3, "batch_size": 32, "seq_len": 128},
+    "tiny_gpt_shakespeare": {"steps": 1000, "lr": 2e-3, "batch_size": 16, "seq_len": 128},
 }
 
 

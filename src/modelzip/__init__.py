@@ -20,20 +20,22 @@ from .errors import (
 )
 from .io.mzip import load, read_manifest, save
 from .measure import count_macs, count_params, measure
+from .train import accuracy, finetune, perplexity, train
+from .verbs import apply, clip, cluster, prune, quantize
 
 # --- pruning (issue 3) -------------------------------------------------------------
+from . import pruning
 from .pruning import Magnitude
 
 # --- quantization and clipping (issue 4) ---------------------------------------------
 from .quantization import WeightOnly
-from .train import accuracy, finetune, perplexity, train
-from .verbs import apply, clip, cluster, prune, quantize
 
 # --- clustering, Huffman, format (issue 5) ---------------------------------------------
 
 # --- distillation (issue 6) --------------------------------------------------------
 
 # --- pipelines, recipes, reports (issue 7) -------------------------------------------
+from .pipeline import CompressionResult, Recipe, compress, sensitivity
 
 # --- architecture search (issue 8) -------------------------------------------------
 
@@ -44,5 +46,6 @@ __all__ = [
     "ModelzipError", "ConfigError", "DataError", "FormatError", "UnsupportedModelError",
     "BudgetError", "save", "load", "read_manifest", "measure", "count_params", "count_macs",
     "prune", "quantize", "clip", "cluster", "apply", "train", "finetune", "accuracy",
-    "perplexity", "Magnitude", "WeightOnly",
+    "perplexity", "pruning", "Magnitude", "WeightOnly",
+    "Recipe", "compress", "CompressionResult", "sensitivity",
 ]

@@ -1,0 +1,7 @@
+"""Pipelines: recipes, the accuracy-driven compression loop, sensitivity, auto search."""
+
+from .compress import CompressionResult, compress
+from .recipe import Recipe, builtin_recipes
+from .sensitivity import sensitivity
+
+__all__ = ["Recipe", "builtin_recipes", "compress", "CompressionResult", "sensitivity"]

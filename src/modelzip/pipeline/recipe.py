@@ -1,0 +1,155 @@
+"""Recipes: ordered stages, each a method config or a step (finetune, distill, evaluate,
+convert), written in Python or YAML and validated strictly against the registry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, build, registered
+from ..errors import ConfigError
+
+STEPS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "finetune": {"epochs": (int, float), "lr": (int, float), "weight_decay": (int, float)},
+    "distill": {"epochs": (int, float), "lr": (int, float), "temperature": (int, float),
+                "alpha": (int, float), "loss": str},
+    "evaluate": {},
+    "convert": {},
+}
+REQUIRED = {"finetune": ("epochs", "lr"), "distill": ("epochs", "lr")}
+
+
+@dataclass
+class Step:
+    """A non-transform stage: ``finetune``, ``distill``, ``evaluate`` or ``convert``."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec = STEPS.get(self.name)
+        if spec is None:
+            raise ConfigError(f"unknown step '{self.name}'; valid: {', '.join(STEPS)}")
+        unknown = sorted(set(self.args) - set(spec))
+        if unknown:
+            raise ConfigError(f"step '{self.name}': unknown key(s) {unknown}; "
+                              f"valid: {sorted(spec)}")
+        for k in REQUIRED.get(self.name, ()):
+            if k not in self.args:
+                raise ConfigError(f"step '{self.name}' needs '{k}'")
+        for k, v in self.args.items():
+            if isinstance(v, bool) or not isinstance(v, spec[k]):
+                raise ConfigError(f"step '{self.name}': {k}={v!r} has the wrong type")
+            if k in ("epochs", "lr") and v <= 0:
+                raise ConfigError(f"step '{self.name}': {k} must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.name: dict(self.args)}
+
+
+Stage = Config | Step
+
+
+def parse_stage(item: Any) -> Stage:
+    """A stage from a config/Step object or a one-key mapping ``{Name: {args}}``."""
+    if isinstance(item, (Config, Step)):
+        return item
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ConfigError(f"a stage must be a one-key mapping like {{Magnitude: {{...}}}}, "
+                          f"got {item!r}")
+    name, args = next(iter(item.items()))
+    args = {} if args is None else args
+    if not isinstance(args, dict):
+        raise ConfigError(f"stage '{name}': arguments must be a mapping")
+    if name in STEPS:
+        return Step(name, dict(args))
+    if name not in registered():
+        valid = sorted(registered()) + sorted(STEPS)
+        raise ConfigError(f"unknown stage '{name}'; valid: {', '.join(valid)}")
+    return build(name, args)
+
+
+@dataclass
+class Recipe:
+    """An ordered list of stages with an optional name and description."""
+
+    stages: list[Stage]
+    name: str = "custom"
+    description: str = ""
+    model: str | None = None  # reference zoo model (for benchmarks and the CLI)
+    data: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stages, (list, tuple)) or not self.stages:
+            raise ConfigError("a recipe needs a non-empty list of stages")
+        self.stages = [parse_stage(s) for s in self.stages]
+
+    @classmethod
+    def from_dict(cls, data: Any, name: str = "custom") -> Recipe:
+        if not isinstance(data, dict):
+            raise ConfigError("a recipe must be a mapping with a 'stages' list")
+        allowed = {"stages", "name", "description", "model", "data"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(f"recipe: unknown key(s) {unknown}; valid: {sorted(allowed)}")
+        if "stages" not in data:
+            raise ConfigError("recipe: missing 'stages'")
+        return cls(list(data["stages"] or []), data.get("name", name),
+                   data.get("description", ""), data.get("model"), data.get("data"))
+
+    @classmethod
+    def from_yaml(cls, text: str, name: str = "custom") -> Recipe:
+        try:
+            return cls.from_dict(yaml.safe_load(text), name)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe is not valid YAML: {exc}") from None
+
+    @classmethod
+    def load(cls, ref: str | os.PathLike | Recipe) -> Recipe:
+        """A Recipe from itself, a built-in name or a YAML file path."""
+        if isinstance(ref, Recipe):
+            return ref
+        if isinstance(ref, (list, tuple)):
+            return cls(list(ref))
+        text_ref = str(ref)
+        builtins = builtin_recipes()
+        if text_ref in builtins:
+            return cls.from_yaml(builtins[text_ref], text_ref)
+        path = Path(text_ref)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            return cls.from_yaml(path.read_text(encoding="utf-8"), path.stem)
+        raise ConfigError(f"unknown recipe '{text_ref}': not a built-in "
+                          f"({', '.join(sorted(builtins))}) nor a .yaml file")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        for k in ("model", "data"):
+            if getattr(self, k):
+                out[k] = getattr(self, k)
+        out["stages"] = [_stage_dict(s) for s in self.stages]
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _stage_dict(stage: Stage) -> dict[str, Any]:
+    if isinstance(stage, Step):
+        return stage.to_dict()
+    d = stage.to_dict()
+    name = d.pop("type")
+    return {name: {k: v for k, v in d.items() if v != [] or k not in ("targets", "ignore")}}
+
+
+def builtin_recipes() -> dict[str, str]:
+    """Built-in recipe name -> YAML text."""
+    folder = resources.files("modelzip") / "recipes"
+    return {p.name[:-5]: p.read_text(encoding="utf-8") for p in folder.iterdir()
+            if p.name.endswith(".yaml")}
