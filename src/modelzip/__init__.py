@@ -19,33 +19,41 @@ from .errors import (
     UnsupportedModelError,
 )
 from .io.mzip import load, read_manifest, save
+from .io.onnx_export import export_onnx
 from .measure import count_macs, count_params, measure
 from .train import accuracy, finetune, perplexity, train
 from .verbs import apply, clip, cluster, prune, quantize
-
-# --- pruning (issue 3) -------------------------------------------------------------
-from . import pruning
-from .pruning import Magnitude
-
-# --- quantization and clipping (issue 4) ---------------------------------------------
-from .quantization import WeightOnly
-
-# --- clustering, Huffman, format (issue 5) ---------------------------------------------
-
-# --- distillation (issue 6) --------------------------------------------------------
-
-# --- pipelines, recipes, reports (issue 7) -------------------------------------------
-from .pipeline import CompressionResult, Recipe, compress, sensitivity
-
-# --- architecture search (issue 8) -------------------------------------------------
 
 __version__ = "0.1.0"
 
 __all__ = [
     "data", "zoo", "Config", "from_dict", "from_json", "registered",
     "ModelzipError", "ConfigError", "DataError", "FormatError", "UnsupportedModelError",
-    "BudgetError", "save", "load", "read_manifest", "measure", "count_params", "count_macs",
-    "prune", "quantize", "clip", "cluster", "apply", "train", "finetune", "accuracy",
-    "perplexity", "pruning", "Magnitude", "WeightOnly",
-    "Recipe", "compress", "CompressionResult", "sensitivity",
+    "BudgetError", "save", "load", "read_manifest", "export_onnx", "measure", "count_params",
+    "count_macs", "prune", "quantize", "clip", "cluster", "apply", "train", "finetune",
+    "accuracy", "perplexity",
 ]
+
+# --- pruning (issue 3) -------------------------------------------------------------
+from . import pruning
+from .pruning import Magnitude
+
+__all__ += ["pruning", "Magnitude"]
+
+# --- quantization and clipping (issue 4) ---------------------------------------------
+from .quantization import WeightOnly
+
+__all__ += ["WeightOnly"]
+
+# --- clustering, Huffman, format (issue 5) ---------------------------------------------
+
+# --- distillation (issue 6) --------------------------------------------------------
+
+# --- pipelines, recipes, reports (issue 7) -------------------------------------------
+from .pipeline import CompressionResult, Recipe, auto_compress, compress, sensitivity
+from .report import Report, report
+
+__all__ += ["Recipe", "compress", "CompressionResult", "sensitivity", "auto_compress",
+            "Report", "report"]
+
+# --- architecture search (issue 8) -------------------------------------------------

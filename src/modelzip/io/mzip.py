@@ -121,7 +121,8 @@ def _module_records(model: nn.Module) -> dict[str, Any]:
         if getattr(m, "_mz_reparam", None):
             reparam[fqn] = {k: dict(v) for k, v in m._mz_reparam.items()}
         if type(m).get_extra_state is not nn.Module.get_extra_state:
-            extra[fqn] = m.get_extra_state()
+            value = m.get_extra_state()
+            extra[fqn] = value.tolist() if isinstance(value, torch.Tensor) else value
         names = SHAPE_ATTRS.get(type(m))
         if names:
             attrs[fqn] = {a: _plain_attr(getattr(m, a)) for a in names}

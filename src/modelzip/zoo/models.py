@@ -87,16 +87,18 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim))
 
-    def get_extra_state(self) -> dict[str, int]:
-        return {"n_head": self.n_head, "head_dim": self.head_dim}
+    def get_extra_state(self) -> torch.Tensor:
+        # a tensor (not a dict) so that exporters that detach every state entry work
+        return torch.tensor([self.n_head, self.head_dim])
 
     def set_extra_state(self, state: Any) -> None:
-        if not (isinstance(state, dict) and all(
-                isinstance(state.get(k), int) and state[k] > 0 for k in ("n_head", "head_dim"))):
+        values = state.tolist() if isinstance(state, torch.Tensor) else state
+        if not (isinstance(values, (list, tuple)) and len(values) == 2
+                and all(isinstance(v, int) and v > 0 for v in values)):
             from ..errors import FormatError
 
             raise FormatError("bad attention state")
-        self.n_head, self.head_dim = state["n_head"], state["head_dim"]
+        self.n_head, self.head_dim = values
 
 
 class Block(nn.Module):
