@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..batches import forward
 from ..errors import BudgetError, ConfigError, ModelzipError
 from ..measure import count_macs, count_params, model_latency
+from ..measure import threads as torch_threads
 from ..train import _check as _check_train
 from ..train import accuracy, fit, perplexity, task_loss
 from .builder import build
@@ -274,8 +275,6 @@ def _load(job: _Job, worker: int, study: optuna.Study | None) -> optuna.Study:
 def _work(job: _Job, worker: int, study: optuna.Study | None = None,
           bar: tqdm | None = None) -> None:
     """Run trials until the study holds ``job.trials`` non-failed trials."""
-    if job.threads:
-        torch.set_num_threads(job.threads)
     study = _load(job, worker, study)
     space = SearchSpace.from_dict(job.space)
     objective = functools.partial(_objective, job, space)
@@ -301,7 +300,10 @@ def _work(job: _Job, worker: int, study: optuna.Study | None = None,
 def _child(payload: bytes, worker: int) -> None:
     """Entry point of a spawned worker process."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    _work(pickle.loads(payload), worker)
+    job = pickle.loads(payload)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    _work(job, worker)
 
 
 def _run_workers(job: _Job, workers: int, study: optuna.Study, progress: bool) -> None:
@@ -334,7 +336,8 @@ def _row(t: FrozenTrial) -> dict[str, Any]:
     return {"number": t.number, "state": t.state.name.lower(), "sample": a.get("sample"),
             "metric": a.get("metric"), "params": a.get("params"), "macs": a.get("macs"),
             "latency_ms": a.get("latency_ms"), "seconds": a.get("seconds"),
-            "violation": a.get("violation"), "worker": a.get("worker")}
+            "violation": a.get("violation"), "pruned_at_epoch": a.get("pruned_at_epoch"),
+            "worker": a.get("worker")}
 
 
 def pareto_front(rows: list[dict[str, Any]], cost: str = "params") -> list[dict[str, Any]]:
@@ -412,7 +415,7 @@ def search_architecture(space: Any, *, evaluate: Callable[[nn.Module], float], t
     See docs/nas.md for every keyword.
     """
     t0 = time.perf_counter()
-    with _quiet_optuna():
+    with _quiet_optuna(), torch_threads(threads):
         sp, job = _make_job(space, dict(locals()))
         st = _open_study(job, sp)
         if strategy == "darts" and "darts" not in st.user_attrs:
@@ -424,8 +427,8 @@ def search_architecture(space: Any, *, evaluate: Callable[[nn.Module], float], t
         _run_workers(job, workers, st, progress)
         rows = [_row(t) for t in sorted(st.get_trials(deepcopy=False), key=lambda t: t.number)
                 if not t.user_attrs.get("surplus")]
-    rt = epochs if retrain_epochs is None else retrain_epochs
-    model, metrics, sample, path = _finish(job, sp, rows, rt, save)
+        rt = epochs if retrain_epochs is None else retrain_epochs
+        model, metrics, sample, path = _finish(job, sp, rows, rt, save)
     metrics["trials"] = sum(r["state"] != "fail" for r in rows)
     cost = job.objectives[1] if len(job.objectives) > 1 else "params"
     return SearchResult(model=model, metrics=metrics, sample=sample, space=sp, history=rows,
