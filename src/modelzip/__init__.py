@@ -36,12 +36,11 @@ from .verbs import apply, clip, cluster, prune, quantize
 # --- pipelines, recipes, reports (issue 7) -------------------------------------------
 
 # --- architecture search (issue 8) -------------------------------------------------
-from . import nas
-from .nas import SearchResult, SearchSpace, search_architecture
-
 # (__all__ is assigned below the sections: move this line after it when merging)
 __all__ = [*globals().get("__all__", []), "nas", "search_architecture", "SearchSpace",
            "SearchResult"]
+from . import nas  # noqa: E402
+from .nas import SearchResult, SearchSpace, search_architecture  # noqa: E402
 
 __version__ = "0.1.0"
 
