@@ -4,8 +4,9 @@ plot accuracy against weights with the hand-designed zoo models for comparison.
 
 Search: TPE over the CNN space maximising validation accuracy under a hard limit of 10%
 of LeNet-300-100's parameters; each trial trains 1 epoch. The accuracy/parameters Pareto
-front of the trials is kept. Then the winner, the Pareto-front points and the zoo models (LeNet-300-100,
-MLP-128, LeNet-5) are all trained from scratch with the same budget and scored on the test set.
+front of the trials is kept. Then the Pareto-front points and the zoo models
+(LeNet-300-100, MLP-128, LeNet-5) are all trained from scratch with the same budget and
+scored on the test set.
 """
 
 from __future__ import annotations
