@@ -57,3 +57,7 @@ __all__ += ["Recipe", "compress", "CompressionResult", "sensitivity", "auto_comp
             "Report", "report"]
 
 # --- architecture search (issue 8) -------------------------------------------------
+from . import nas
+from .nas import SearchResult, SearchSpace, search_architecture
+
+__all__ += ["nas", "search_architecture", "SearchSpace", "SearchResult"]

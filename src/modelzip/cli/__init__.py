@@ -12,7 +12,7 @@ from ..errors import ModelzipError
 COMMANDS = [
     "demo", "train", "eval", "inspect",
     # issue 7: compress, auto, report, export
-    # issue 8: search
+    "search",  # issue 8
 ]
 
 
