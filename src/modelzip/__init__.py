@@ -30,6 +30,13 @@ from .train import accuracy, finetune, perplexity, train
 from .verbs import apply, clip, cluster, prune, quantize
 
 # --- clustering, Huffman, format (issue 5) ---------------------------------------------
+# isort: split
+from .clustering import Cluster
+from .deep_compression import deep_compression
+
+# (__all__ is assigned below the sections; extended here so that this line stays valid
+#  whichever order the lead settles on)
+__all__ = [*globals().get("__all__", []), "Cluster", "deep_compression"]
 
 # --- distillation (issue 6) --------------------------------------------------------
 
