@@ -54,12 +54,15 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
                      prune_epochs: float = 1.0, prune_lr: float = 1e-3,
                      conv_bits: int = 8, fc_bits: int = 5, cluster_epochs: float = 1.0,
                      cluster_lr: float = 1e-4, init: str = "linear",
-                     path: str | os.PathLike | None = None, progress: bool = True
+                     path: str | os.PathLike | None = None, progress: bool = True,
+                     on_stage: Callable[[str, nn.Module], Any] | None = None
                      ) -> dict[str, Any]:
     """Run the three stages in place on ``model``; returns ``{"model", "history"}``.
 
     ``history`` holds one record per stage (``stage``, ``metric`` when ``evaluate`` is
     given, and ``file_bytes`` for the saved file when ``path`` is given).
+    ``on_stage(name, model)`` is called after pruning ("pruned") and after the centroid
+    fine-tune ("clustered"), e.g. to save each stage.
     """
     _check(sparsity, steps, conv_bits, fc_bits)
     history: list[dict[str, Any]] = []
@@ -75,6 +78,8 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
         _prune_step(model, sparsity, s)
         finetune(model, train_data, epochs=prune_epochs, lr=prune_lr, progress=progress)
         record(f"prune {i + 1}/{steps}", fraction_of_target=s)
+    if on_stage is not None:
+        on_stage("pruned", model)
     conv = [f for f, _ in weight_layers(model, Cluster(targets=list(CONV)))]
     if conv:
         cluster(model, Cluster(clusters=1 << conv_bits, init=init, targets=list(CONV)))
@@ -82,6 +87,8 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
     record("cluster")
     finetune(model, train_data, epochs=cluster_epochs, lr=cluster_lr, progress=progress)
     record("cluster + fine-tune")
+    if on_stage is not None:
+        on_stage("clustered", model)
     if path is not None:
         history[-1]["file_bytes"] = save(model, path)
     return {"model": model, "history": history}

@@ -293,6 +293,10 @@ def _split_streams(table: Any, data: bytes, file_bytes: int) -> list[tuple[list[
     return out
 
 
+def _dtype(name: Any) -> torch.dtype | None:
+    return DTYPES.get(name) if isinstance(name, str) else None
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -343,7 +347,7 @@ def _decode_values(v: Any, n: int, dtype: torch.dtype, rd: _Reader
                    ) -> tuple[torch.Tensor, tuple[int, bool] | None]:
     _need(isinstance(v, dict), "bad value encoding")
     if v.get("codec") == "dense":
-        store = DTYPES.get(v.get("store", _NAMES.get(dtype)))
+        store = _dtype(v.get("store", _NAMES.get(dtype)))
         _need(store is not None and store.is_floating_point, "bad dense storage dtype")
         raw = rd.bytes(v.get("data"), n * store.itemsize)
         t = torch.frombuffer(bytearray(raw), dtype=store) if n else torch.empty(0, dtype=store)
@@ -395,7 +399,7 @@ def decode_tensors(manifest: dict[str, Any], streams: Any
         _need(isinstance(e, dict) and isinstance(e.get("key"), str), "bad tensor entry")
         key = e["key"]
         _need(key not in out, f"tensor {key!r} appears twice")
-        dtype = DTYPES.get(e.get("dtype", "float32"))
+        dtype = _dtype(e.get("dtype", "float32"))
         _need(dtype is not None, f"bad dtype for {key!r}")
         shape, n = _shape(e.get("shape"), key)
         total += n
@@ -504,6 +508,23 @@ def _resize(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str]
             m._buffers[name] = torch.empty_like(t)
 
 
+def _build(arch: Any, stored: int) -> nn.Module:
+    """The recorded architecture, refused when it would be far larger than the file."""
+    from ..zoo import from_arch
+
+    _need(arch is None or (isinstance(arch, dict) and isinstance(arch.get("kind"), str)),
+          "bad architecture record")
+    try:
+        if isinstance(arch, dict) and arch.get("kind") == "zoo":
+            with torch.device("meta"):
+                probe = from_arch(arch)
+            need = sum(t.numel() for t in probe.state_dict().values())
+            _need(need <= 2 * stored + 4096, "the architecture does not match the tensors")
+        return from_arch(arch)
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise FormatError(f"cannot build the recorded architecture: {exc}") from None
+
+
 def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     """Rebuild the model stored in ``path``.
 
@@ -513,9 +534,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     manifest, streams = read(path)
     tensors, params, widths = decode_tensors(manifest, streams)
     if model is None:
-        from ..zoo import from_arch
-
-        model = from_arch(manifest.get("arch"))
+        model = _build(manifest.get("arch"), sum(t.numel() for t in tensors.values()))
     try:
         _apply_structure(model, manifest)
         _place(model, tensors, params, widths, manifest)
