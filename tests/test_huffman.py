@@ -46,12 +46,15 @@ def test_lengths_are_optimal_and_complete():
     assert sum(2.0 ** -lengths) == 1.0
 
 
-def test_length_limit():
-    counts = np.array([2 ** i for i in range(40)])  # Fibonacci-like: depth 39 unlimited
+def test_length_limit(monkeypatch):
+    counts = np.array([2 ** i for i in range(40)])  # depth 39 without a limit
     lengths = huffman.huffman_lengths(counts, max_len=12)
     assert lengths.max() <= 12 and sum(2.0 ** -lengths) == 1.0
-    x = np.repeat(np.arange(25), [2 ** i for i in range(25)][::-1])
-    assert np.array_equal(huffman.decode(huffman.encode(x), x.size, 32), x)
+    monkeypatch.setattr(huffman, "MAX_LEN", 8)
+    x = np.repeat(np.arange(14), [2 ** i for i in range(14)][::-1])  # natural depth 13
+    data = huffman.encode(x)
+    assert data[0] == 8
+    assert np.array_equal(huffman.decode(data, x.size, 16), x)
 
 
 def test_canonical_codes_are_prefix_free():

@@ -121,7 +121,7 @@ def encode(symbols: np.ndarray, chunk: int | None = None) -> bytes:
     if sym.min() < 0:
         raise ValueError("Huffman symbols must be non-negative")
     alpha = int(sym.max()) + 1
-    lengths = huffman_lengths(np.bincount(sym, minlength=alpha))
+    lengths = huffman_lengths(np.bincount(sym, minlength=alpha), MAX_LEN)
     top = int(lengths.max())
     if top == 0:
         return _HEAD.pack(0, alpha)
