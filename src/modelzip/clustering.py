@@ -28,7 +28,8 @@ from .state import get_mask, install_reparam, register_reparam, set_bits, uninst
 def _codebook_weight(module: nn.Module, name: str, meta: dict[str, Any]) -> torch.Tensor:
     codes = getattr(module, f"{name}_codes")
     codebook = getattr(module, f"{name}_codebook")
-    return codebook[codes.long()]
+    # index_select takes int32 indices: cheaper than widening 22M codes to int64
+    return codebook.index_select(0, codes.reshape(-1).int()).reshape(codes.shape)
 
 
 def code_bits(clusters: int) -> int:

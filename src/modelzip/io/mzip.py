@@ -29,6 +29,9 @@ from .streams import coder, coders, pack_symbols
 FORMAT, VERSION = "modelzip", 2
 MAX_NUMEL = 1 << 34
 MAX_MANIFEST = 64 << 20
+# re-parametrisations computed only from their own tensors and mask: their value at
+# install time is final, so loading neither copies their tensors again nor recomputes them
+SELF_CONTAINED = ("codebook", "affine")
 # a file may declare at most max(MIN_BUDGET, ELEMENTS_PER_BYTE * its size) elements, so
 # that a few edited bytes cannot make the reader allocate terabytes
 MIN_BUDGET, ELEMENTS_PER_BYTE = 1 << 27, 1 << 12
@@ -413,7 +416,8 @@ def decode_tensors(manifest: dict[str, Any], streams: Any
             mask = out.get(f"{fqn}.{_mask_name(name)}" if fqn else _mask_name(name))
             _need(mask is not None and mask.numel() == n, f"mask of {key!r} missing or wrong")
             mask = mask.reshape(shape)
-            vals, width = _decode_values(e.get("values"), int(mask.sum()), dtype, rd)
+            vals, width = _decode_values(e.get("values"), int(torch.count_nonzero(mask)),
+                                         dtype, rd)
             t = torch.zeros(shape, dtype=dtype)
             t[mask] = vals
         else:
@@ -464,6 +468,7 @@ def _apply_structure(model: nn.Module, manifest: dict[str, Any]) -> None:
 def _place(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str],
            widths: dict[str, tuple[int, bool]], manifest: dict[str, Any]) -> None:
     """Create masks, re-parametrisations and resized tensors, then fill every value."""
+    installed: set[str] = set()  # already placed with their final values
     for key, t in tensors.items():
         fqn, name = _split_key(key)
         if name.endswith("_mask") and t.dtype == torch.bool:
@@ -482,15 +487,21 @@ def _place(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str],
             _need(bool(parts), f"no tensors for re-parametrised {fqn}.{name}")
             trainable = tuple(s for s in parts if prefix + s in params)
             state.install_reparam(m, name, meta, parts, trainable)
+            if meta["kind"] in SELF_CONTAINED:
+                installed.update(prefix + s for s in parts)
     for key, (bits, signed) in widths.items():
         fqn, name = _split_key(key)
         state.set_bits(_submodule(model, fqn), name, bits, signed)
     _resize(model, tensors, params)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
+    rest = {k: v for k, v in tensors.items() if k not in installed}
+    missing, unexpected = model.load_state_dict(rest, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state") and k not in installed]
     _need(not missing, f"file lacks tensors the model needs: {missing[:5]}")
     _need(not unexpected, f"file has tensors the model lacks: {unexpected[:5]}")
-    state.refresh(model)
+    with torch.no_grad():  # kinds that may depend on state loaded after their install
+        for _, m, name, meta in state.reparams(model):
+            if meta.get("kind") not in SELF_CONTAINED:
+                m.__dict__[name] = state.materialize(m, name)
 
 
 def _resize(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str]) -> None:

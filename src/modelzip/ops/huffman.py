@@ -110,7 +110,7 @@ def _write_bits(codes: np.ndarray, lens: np.ndarray) -> bytes:
 
 def auto_chunk(count: int) -> int:
     """Symbols per decoder lane: few offsets for small streams, many lanes for big ones."""
-    return max(1, min(count, max(1024, min(4096, count // 16))))
+    return max(1, min(count, 4096 if count < (1 << 20) else 1024))
 
 
 def encode(symbols: np.ndarray, chunk: int | None = None) -> bytes:
@@ -179,7 +179,7 @@ def _table(lengths: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((np.arange(lengths.size), lengths))
     order = order[lengths[order] > 0]
     reps = np.left_shift(1, top - lengths[order])
-    return (np.repeat(order, reps).astype(np.int32),
+    return (np.repeat(order, reps).astype(np.uint16 if lengths.size <= 1 << 16 else np.int32),
             np.repeat(lengths[order], reps).astype(np.int64))
 
 
@@ -208,24 +208,27 @@ def decode(data: bytes, count: int, alphabet: int) -> np.ndarray:
 def _run_lanes(stream: memoryview, starts: np.ndarray, count: int, chunk: int, top: int,
                syms: np.ndarray, lens: np.ndarray) -> np.ndarray:
     nbytes = len(stream)
-    buf = np.zeros(nbytes + 8, dtype=np.uint8)
+    # padding so that no lane can read past the buffer, even on a corrupt stream
+    pad = chunk * top // 8 + 16
+    buf = np.zeros(nbytes + pad, dtype=np.uint8)
     buf[:nbytes] = np.frombuffer(stream, dtype=np.uint8)
-    words = np.ndarray((nbytes + 1,), dtype=">u8", buffer=buf, strides=(1,)).astype(np.uint64)
+    # the 63 leading bits of the big-endian word at every byte offset, as int64
+    words = (np.ndarray((nbytes + pad - 7,), dtype=">u8", buffer=buf, strides=(1,))
+             >> np.uint64(1)).astype(np.int64)
     lanes = starts.size
     last = count - (lanes - 1) * chunk  # symbols in the last chunk
-    out = np.empty((lanes, chunk), dtype=np.int32)
-    pos = starts.copy().astype(np.uint64)
-    shift = np.uint64(64 - top)
-    last_end = None
+    out = np.empty((chunk, lanes), dtype=syms.dtype)
+    pos = starts.astype(np.int64)
+    k, m = 63 - top, (1 << top) - 1
+    last_end = 0
     for t in range(chunk):
-        word = np.take(words, (pos >> np.uint64(3)).astype(np.int64), mode="clip")
-        win = (word << (pos & np.uint64(7))) >> shift
-        out[:, t] = syms[win]
-        pos += lens[win].astype(np.uint64)
+        win = (words[pos >> 3] >> (k - (pos & 7))) & m
+        out[t] = syms[win]
+        pos += lens[win]
         if t == last - 1:
             last_end = int(pos[-1])
-    ends = np.concatenate([starts[1:], [last_end]]).astype(np.uint64)
-    if not np.array_equal(pos[:-1], ends[:-1]) or last_end > 8 * nbytes \
+    ends = starts[1:]
+    if not np.array_equal(pos[:-1], ends) or last_end > 8 * nbytes \
             or 8 * nbytes - last_end >= 8:
         raise FormatError("Huffman stream does not decode to its recorded chunk boundaries")
-    return out.reshape(-1)[:count].astype(np.int64)
+    return out.T.reshape(-1)[:count]
