@@ -418,8 +418,7 @@ def decode_tensors(manifest: dict[str, Any], streams: Any
             mask = mask.reshape(shape)
             vals, width = _decode_values(e.get("values"), int(torch.count_nonzero(mask)),
                                          dtype, rd)
-            t = torch.zeros(shape, dtype=dtype)
-            t[mask] = vals
+            t = torch.zeros(shape, dtype=dtype).masked_scatter_(mask, vals)
         else:
             t, width = _decode_values(e, n, dtype, rd)
         out[key] = t.reshape(shape)

@@ -110,7 +110,7 @@ def _write_bits(codes: np.ndarray, lens: np.ndarray) -> bytes:
 
 def auto_chunk(count: int) -> int:
     """Symbols per decoder lane: few offsets for small streams, many lanes for big ones."""
-    return max(1, min(count, 4096 if count < (1 << 20) else 1024))
+    return max(1, min(count, 4096 if count < (1 << 16) else 1024))
 
 
 def encode(symbols: np.ndarray, chunk: int | None = None) -> bytes:
