@@ -46,6 +46,10 @@ from .quantization import WeightOnly
 __all__ += ["WeightOnly"]
 
 # --- clustering, Huffman, format (issue 5) ---------------------------------------------
+from .clustering import Cluster
+from .deep_compression import deep_compression
+
+__all__ += ["Cluster", "deep_compression"]
 
 # --- distillation (issue 6) --------------------------------------------------------
 

@@ -1,15 +1,17 @@
-"""modelzip inspect: the per-layer table of a .mzip (weights, kept, bits, bytes)."""
+"""modelzip inspect: the per-layer table of a .mzip (Deep Compression's Table 2)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from ..io.inspect import layer_table
-from ..io.mzip import read
+from ..io.mzip import read_contents
 from .common import add_json, emit
+
+COLUMNS = ("layer", "weights", "kept %", "weight bits", "index bits",
+           "weight bits (Huffman)", "index bits (Huffman)", "bytes")
 
 
 def add_parser(sub: Any) -> None:
@@ -20,18 +22,20 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: Any) -> int:
-    manifest, streams = read(args.file)
-    rows, totals = layer_table(manifest, streams, Path(args.file).stat().st_size)
+    contents = read_contents(args.file)
+    rows, totals = layer_table(contents)
+    manifest = contents.manifest
     table = Table(title=f"{args.file}  (format v{manifest['version']})")
-    cols = ["layer", "weights", "kept %", "weight bits", "index bits", "bytes"]
-    for c in cols:
+    for c in COLUMNS:
         table.add_column(c, justify="left" if c == "layer" else "right")
     for r in rows + [totals]:
         table.add_row(r["layer"], f"{r['weights']:,}", f"{100 * r['kept']:.1f}",
-                      f"{r['weight_bits']:.2f}", f"{r['index_bits']:.2f}", f"{r['bytes']:,}")
+                      f"{r['weight_bits']:.2f}", f"{r['index_bits']:.2f}",
+                      f"{r['weight_bits_huffman']:.2f}", f"{r['index_bits_huffman']:.2f}",
+                      f"{r['bytes']:,}")
     emit(args, {"file": args.file, "arch": manifest.get("arch"), "layers": rows,
                 "total": totals}, table)
     if not args.json:
-        print(f"fp32 weights: {totals['fp32_bytes']:,} B   file: {totals['file_bytes']:,} B   "
-              f"ratio: {totals['ratio']:.1f}x")
+        print(f"fp32 weights: {totals['fp32_bytes']:,} B   file: {totals['file_bytes']:,} B "
+              f"(other tensors {totals['other_bytes']:,} B)   ratio: {totals['ratio']:.1f}x")
     return 0

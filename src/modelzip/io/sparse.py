@@ -79,8 +79,12 @@ def encode_pattern(mask: np.ndarray) -> tuple[dict, bytes]:
     return {"layout": "bitmask", "kept": int(positions.size)}, bm
 
 
-def decode_pattern(meta: dict, data: bytes, n: int) -> np.ndarray:
-    """Bool mask of ``n`` entries from :func:`encode_pattern`'s output."""
+def decode_pattern(meta: dict, data: bytes | np.ndarray, n: int) -> np.ndarray:
+    """Bool mask of ``n`` entries from :func:`encode_pattern`'s output.
+
+    For the relative-index layout ``data`` may also be the already unpacked symbols
+    (the .mzip reader hands them over straight from the entropy decoder).
+    """
     layout = meta.get("layout")
     if layout == "bitmask":
         mask = bitmask_decode(data, n)
@@ -89,13 +93,16 @@ def decode_pattern(meta: dict, data: bytes, n: int) -> np.ndarray:
         if not isinstance(bits, int) or not 1 <= bits <= 16 or not isinstance(count, int) \
                 or count < 0 or count > 2 * n + 16:
             raise FormatError("bad relative-index parameters")
-        kept = relidx_decode_symbols(unpack(data, bits, count), bits, n)
+        syms = data if isinstance(data, np.ndarray) else unpack(data, bits, count)
+        if syms.size != count or (syms.size and int(syms.max()) >= 1 << bits):
+            raise FormatError("relative-index symbols do not match their parameters")
+        kept = relidx_decode_symbols(syms, bits, n)
         if kept.size > 1 and np.any(np.diff(kept) <= 0):
             raise FormatError("relative indices are not increasing")
         mask = np.zeros(n, dtype=bool)
         mask[kept] = True
     else:
         raise FormatError(f"unknown sparsity layout {layout!r}")
-    if int(mask.sum()) != meta.get("kept"):
+    if int(np.count_nonzero(mask)) != meta.get("kept"):
         raise FormatError("sparsity pattern does not match its recorded count")
     return mask

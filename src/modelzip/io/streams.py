@@ -1,22 +1,30 @@
-"""Byte-stream coders of the .mzip format (raw; entropy coders register more).
+"""Stream coders of the .mzip format: raw packing, canonical Huffman, zstd, lzma.
 
-A coder turns a byte string into a smaller one and back. Each decoder receives the
-expected decoded length and must raise FormatError (never anything else) on bad input.
+A stream is a sequence of ``count`` unsigned symbols of ``bits`` bits each (integer
+codes, sparse-index symbols, or the bytes of dense floats with ``bits=8``). A coder
+turns it into bytes and back. ``encode`` may return None when it does not apply;
+``decode(data, count, bits)`` returns the symbols (any integer numpy dtype) and must
+raise FormatError, never anything else, on bad input, bounding its work by ``count``.
 """
 
 from __future__ import annotations
 
+import lzma
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import FormatError
+from ..ops import huffman
+from ..ops.pack import pack, packed_nbytes, unpack
 
 
 @dataclass(frozen=True)
 class Coder:
     name: str
-    encode: Callable[[bytes], tuple[bytes, dict]]
-    decode: Callable[[bytes, int, dict], bytes]
+    encode: Callable[[np.ndarray, int], bytes | None]
+    decode: Callable[[bytes, int, int], np.ndarray]
 
 
 _CODERS: dict[str, Coder] = {}
@@ -30,7 +38,7 @@ def register_coder(coder: Coder) -> Coder:
 def coder(name: str) -> Coder:
     try:
         return _CODERS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise FormatError(f"unknown stream coder {name!r}") from None
 
 
@@ -38,10 +46,90 @@ def coders() -> tuple[str, ...]:
     return tuple(_CODERS)
 
 
-def _raw_decode(data: bytes, n: int, meta: dict) -> bytes:
-    if len(data) != n:
-        raise FormatError(f"raw stream has {len(data)} bytes, expected {n}")
-    return data
+def pack_symbols(symbols: np.ndarray, bits: int) -> bytes:
+    if bits == 8:
+        return np.asarray(symbols, dtype=np.uint8).tobytes()
+    return pack(symbols, bits)
 
 
-register_coder(Coder("raw", lambda b: (b, {}), _raw_decode))
+def unpack_symbols(data: bytes, count: int, bits: int) -> np.ndarray:
+    if bits == 8:
+        if len(data) != count:
+            raise FormatError(f"byte stream has {len(data)} bytes, expected {count}")
+        return np.frombuffer(data, dtype=np.uint8)
+    return unpack(data, bits, count)
+
+
+register_coder(Coder("raw", pack_symbols, unpack_symbols))
+
+
+# ------------------------------------------------------------------------- Huffman
+def _huff_encode(symbols: np.ndarray, bits: int) -> bytes | None:
+    if bits > 16:
+        return None
+    return huffman.encode(symbols)
+
+
+def _huff_decode(data: bytes, count: int, bits: int) -> np.ndarray:
+    if not 1 <= bits <= 16:
+        raise FormatError("Huffman streams hold symbols of at most 16 bits")
+    return huffman.decode(data, count, 1 << bits)
+
+
+register_coder(Coder("huffman", _huff_encode, _huff_decode))
+
+
+# --------------------------------------------------------- general-purpose coders
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+
+
+def _lzma_encode(symbols: np.ndarray, bits: int) -> bytes:
+    return lzma.compress(pack_symbols(symbols, bits), format=lzma.FORMAT_RAW,
+                         filters=_LZMA_FILTERS)
+
+
+def _bounded(decompress: Callable[[bytes, int], bytes], data: bytes, count: int,
+             bits: int) -> np.ndarray:
+    need = packed_nbytes(count, bits)
+    if need == 0:
+        if data:
+            raise FormatError("compressed stream of zero symbols must be empty")
+        return np.zeros(0, dtype=np.int64)
+    out = decompress(data, need)
+    if len(out) != need:
+        raise FormatError("compressed stream decodes to the wrong length")
+    return unpack_symbols(out, count, bits)
+
+
+def _lzma_raw(data: bytes, need: int) -> bytes:
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    try:
+        out = dec.decompress(data, max_length=need + 1)
+    except lzma.LZMAError:
+        raise FormatError("corrupt lzma stream") from None
+    if not dec.eof or dec.unused_data:
+        raise FormatError("truncated lzma stream or trailing bytes")
+    return out
+
+
+register_coder(Coder("lzma", _lzma_encode,
+                     lambda d, n, b: _bounded(_lzma_raw, d, n, b)))
+
+try:  # zstandard is optional
+    import zstandard as _zstd
+except ImportError:  # pragma: no cover
+    _zstd = None
+
+if _zstd is not None:
+    def _zstd_encode(symbols: np.ndarray, bits: int) -> bytes:
+        cctx = _zstd.ZstdCompressor(level=19, write_content_size=False,
+                                    write_checksum=False)
+        return cctx.compress(pack_symbols(symbols, bits))
+
+    def _zstd_raw(data: bytes, need: int) -> bytes:
+        try:  # output bounded by max_output_size (frames carry no content size)
+            return _zstd.ZstdDecompressor().decompress(data, max_output_size=need)
+        except _zstd.ZstdError:
+            raise FormatError("corrupt zstd stream") from None
+
+    register_coder(Coder("zstd", _zstd_encode, lambda d, n, b: _bounded(_zstd_raw, d, n, b)))
