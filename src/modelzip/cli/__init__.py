@@ -11,7 +11,7 @@ from ..errors import ModelzipError
 
 COMMANDS = [
     "demo", "train", "eval", "inspect",
-    # issue 7: compress, auto, report, export
+    "compress", "auto", "report", "export",
     "search",  # issue 8
 ]
 

@@ -12,6 +12,7 @@ from .common import add_json, emit
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="compress LeNet-300-100 end to end and print a table")
+    p.epilog = "Trains the model, runs mz.compress with the built-in 'demo' recipe."
     p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"])
     p.add_argument("--data-root", default=None, help="folder holding fashion-mnist/")
     p.add_argument("--out", default="out", help="folder for the .mzip and baseline files")
@@ -27,7 +28,8 @@ def run(args: Any) -> int:
     b, c = res["baseline"], res["compressed"]
     res["ratio"] = b["bytes"] / c["bytes"]
     res["latency_ratio"] = b["latency_ms"] / c["latency_ms"]
-    table = Table(title=f"modelzip demo: LeNet-300-100 on {res['dataset']}")
+    table = Table(title=f"modelzip demo: LeNet-300-100 on {res['dataset']}, recipe 'demo', "
+                        f"max accuracy drop {100 * res['max_drop']:.0f} point")
     for col in ("", "accuracy", "params", "nonzeros", "file bytes", "ratio", "latency ms",
                 "speed-up"):
         table.add_column(col, justify="right")
@@ -39,6 +41,8 @@ def run(args: Any) -> int:
                   f"{c['latency_ms']:.3f}", f"{res['latency_ratio']:.2f}x")
     emit(args, res, table)
     if not args.json:
-        print(f"wrote {res['files']['mzip']} (90% pruned, 8-bit codes) and "
-              f"{res['files']['fp32']}")
+        for unit in res["changed_units"]:
+            print(f"backed off to meet the budget: {unit}")
+        print(f"wrote {res['files']['mzip']} (pruned, 8-bit codes, loaded back for this "
+              f"table), {res['files']['fp32']} and {res['files']['report']}")
     return 0

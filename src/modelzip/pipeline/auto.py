@@ -70,6 +70,13 @@ def _example(ctx: _Context) -> Any:
     return None
 
 
+def _constrain(trial: Any, shortfall: float) -> None:
+    """Tell the sampler the trial is infeasible when ``shortfall`` > 0."""
+    trial.set_user_attr("shortfall", shortfall)
+    if hasattr(trial, "set_constraint"):  # Optuna >= 5
+        trial.set_constraint("metric_shortfall", shortfall)
+
+
 def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
                   max_drop: float, objective: str = "size", trials: int = 20,
                   storage: str | None = None, study: str = "modelzip-auto",
@@ -96,8 +103,7 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
     if objective == "latency" and example is None:
         raise ConfigError("objective='latency' needs train_data or calib_data for inputs")
     url = storage or f"sqlite:///{Path.cwd() / 'modelzip-auto.db'}"
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, constraints_func=lambda t: [t.user_attrs.get("shortfall", 1.0)])
+    sampler = optuna.samplers.TPESampler(seed=seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = optuna.create_study(study_name=study, storage=url, sampler=sampler,
                              direction="minimize", load_if_exists=True)
@@ -112,7 +118,7 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
         value = size if objective == "size" else model_latency(m, example, repeats=10)
         trial.set_user_attr("metric", metric)
         trial.set_user_attr("bytes", size)
-        trial.set_user_attr("shortfall", threshold - metric)
+        _constrain(trial, threshold - metric)
         trial.set_user_attr("seconds", time.time() - t0)
         if metric >= threshold:
             kept.clear()

@@ -37,7 +37,7 @@ def page(rep: Any, images: dict[str, str]) -> str:
              "<h2>Per-layer storage</h2>",
              _table(["layer", "weights", "kept %", "weight bits", "index bits", "bytes"],
                     [[html.escape(r["layer"]), _v(r["weights"]), f"{100 * r['kept']:.1f}",
-                      f"{r['weight_bits_coded']:.2f}", f"{r['index_bits_coded']:.2f}",
+                      f"{r['weight_bits_huffman']:.2f}", f"{r['index_bits_huffman']:.2f}",
                       _v(r["bytes"])] for r in rep.layers + [rep.totals]])]
     for name, label in (("layers", "Bits and sparsity per layer"),
                         ("attempts", "Every attempt: metric against size"),

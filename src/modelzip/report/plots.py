@@ -24,9 +24,9 @@ def layers_png(layers: list[dict[str, Any]]) -> bytes:
     names = [r["layer"] for r in layers]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.35 * len(names) + 1)))
     y = range(len(names))
-    a.barh(y, [r["weight_bits_coded"] for r in layers], label="weight bits")
-    a.barh(y, [r["index_bits_coded"] for r in layers],
-           left=[r["weight_bits_coded"] for r in layers], label="index bits")
+    a.barh(y, [r["weight_bits_huffman"] for r in layers], label="weight bits")
+    a.barh(y, [r["index_bits_huffman"] for r in layers],
+           left=[r["weight_bits_huffman"] for r in layers], label="index bits")
     a.set_yticks(list(y), names, fontsize=7)
     a.invert_yaxis()
     a.set_xlabel("bits per kept weight (stored)")

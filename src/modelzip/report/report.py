@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ModelzipError
 from ..io.inspect import layer_table
-from ..io.mzip import read, save
+from ..io.mzip import read_contents, save
 from ..io.safetensors_io import write_atomic
 from ..measure import count_params, fp32_bytes, model_latency
 
@@ -26,9 +26,8 @@ def layer_rows(model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-layer storage rows of ``model`` as it would be saved (see io.inspect)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.mzip")
-        size = save(model, path)
-        manifest, streams = read(path)
-    return layer_table(manifest, streams, size)
+        save(model, path)
+        return layer_table(read_contents(path))
 
 
 @dataclass
@@ -49,7 +48,7 @@ class Report:
             t.add_column(c, justify="left" if c == "layer" else "right")
         for r in self.layers + [self.totals]:
             t.add_row(r["layer"], f"{r['weights']:,}", f"{100 * r['kept']:.1f}",
-                      f"{r['weight_bits_coded']:.2f}", f"{r['index_bits_coded']:.2f}",
+                      f"{r['weight_bits_huffman']:.2f}", f"{r['index_bits_huffman']:.2f}",
                       f"{r['bytes']:,}")
         return t
 

@@ -1,0 +1,47 @@
+"""modelzip export: a .mzip as an ONNX file (verified with onnxruntime)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import ModelzipError
+from ..io.mzip import load
+from ..io.onnx_export import export_onnx
+from .common import add_json, emit, load_dataset
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a .mzip to ONNX")
+    p.add_argument("file", help="a .mzip file")
+    p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--data", default=None, help="dataset giving the example input shape")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--opset", type=int, default=17)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def example_for(arch: Any) -> torch.Tensor:
+    """An example input from a zoo architecture record."""
+    if not isinstance(arch, dict) or arch.get("kind") != "zoo":
+        raise ModelzipError("give --data to export a model that is not from the zoo")
+    kw, name = arch.get("kwargs", {}), arch.get("name")
+    if name == "lenet5":
+        s = kw.get("image_size", 28)
+        return torch.randn(1, kw.get("in_channels", 1), s, s)
+    if name == "tiny_gpt":
+        return torch.randint(0, kw.get("vocab_size", 65), (1, kw.get("seq_len", 128)))
+    return torch.randn(1, kw.get("in_features", 784))
+
+
+def run(args: Any) -> int:
+    model = load(args.file)
+    if args.data:
+        example = next(iter(load_dataset(args.data, args.data_root).test))[0][:1]
+    else:
+        example = example_for(getattr(model, "_mz_arch", None))
+    path = export_onnx(model, args.out, example, opset=args.opset)
+    emit(args, {"file": args.file, "onnx": str(path), "bytes": path.stat().st_size})
+    return 0

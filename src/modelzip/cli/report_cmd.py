@@ -1,0 +1,52 @@
+"""modelzip report: an HTML report (and terminal table) of a .mzip, optionally against a
+baseline and on a dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from ..data import info
+from ..io.mzip import load
+from ..report import report
+from ..train import accuracy, perplexity
+from .common import add_json, emit, load_dataset
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="HTML report of a .mzip (per-layer storage, plots)")
+    p.add_argument("file", help="a .mzip file")
+    p.add_argument("--baseline", default=None, help="the uncompressed model (.mzip)")
+    p.add_argument("--data", default=None, help="dataset to evaluate on (optional)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default="report.html", help="HTML output path")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    model = load(args.file)
+    baseline = load(args.baseline) if args.baseline else None
+    evaluate = example = None
+    if args.data:
+        split = load_dataset(args.data, args.data_root)
+        example = next(iter(split.test))[0][:1]
+        if "vocab_size" in info(split):
+            def evaluate(m: Any) -> float:
+                return -perplexity(m, split.test)
+        else:
+            def evaluate(m: Any) -> float:
+                return accuracy(m, split.test)
+    rep = report(model, baseline, evaluate=evaluate, example_inputs=example,
+                 title=f"modelzip report: {args.file}")
+    rep.to_html(args.out)
+    if args.json:
+        emit(args, {"summary": rep.summary, "layers": rep.layers, "total": rep.totals,
+                    "html": args.out})
+    else:
+        console = Console(width=max(Console().width, 110))
+        console.print(rep.summary_table())
+        console.print(rep.table())
+        print(f"wrote {args.out}")
+    return 0
