@@ -22,7 +22,21 @@ from .io.mzip import load, read_manifest, save
 from .measure import count_macs, count_params, measure
 
 # --- pruning (issue 3) -------------------------------------------------------------
-from .pruning import Magnitude
+from .pruning import (
+    NM,
+    Magnitude,
+    SparseGPT,
+    Structured,
+    Wanda,
+    cubic_schedule,
+    iterative_prune,
+    prune_until,
+)
+
+# (__all__ is assigned at the bottom of this file; this line survives only if that
+# assignment moves above the sections or becomes "+=")
+__all__ = [*globals().get("__all__", []), "NM", "SparseGPT", "Structured", "Wanda",
+           "cubic_schedule", "iterative_prune", "prune_until"]
 
 # --- quantization and clipping (issue 4) ---------------------------------------------
 from .quantization import WeightOnly
