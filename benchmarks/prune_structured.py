@@ -66,9 +66,9 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     split = fashion()
-    rows = [run("LeNet-5", trained_lenet5(), split, epochs=3, lr=5e-4),
-            run("ResNet-small (BN, residual)", trained_resnet(split), split, epochs=3,
-                lr=5e-4)]
+    rows = [run("ResNet-small (BN, residual)", trained_resnet(split), split, epochs=3,
+                lr=5e-4),
+            run("LeNet-5", trained_lenet5(), split, epochs=3, lr=5e-4)]
     write_result(
         "prune_structured", "Structured pruning: 50% of channels removed, real speed-up",
         [{"title": "Fashion-MNIST; latency = median forward time of a 64-image batch, "

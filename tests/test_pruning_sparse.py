@@ -155,3 +155,18 @@ def test_prune_until_stops_at_requirement(digits, trained_mlp):
     sparsity = 1 - mz.count_params(trained_mlp)[1] / mz.count_params(trained_mlp)[0]
     assert abs(sparsity - hist[-2]["sparsity"]) < 0.01
     assert evaluate(trained_mlp) >= hist[0]["metric"] - 0.05
+
+
+def test_hf_gpt2_conv1d_layers():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2,
+                                  n_head=2)
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randint(0, 50, (4, 16), generator=g) for _ in range(3)]
+    mz.prune(model, mz.SparseGPT(n=2, m=4), calib_data=data)
+    w = model.h[1].mlp.c_fc.weight  # (in, out): groups run along the input dim
+    assert ((w.t().reshape(w.shape[1], -1, 4) != 0).sum(-1) <= 2).all()
+    assert hasattr(model.h[0].attn.c_attn, "weight_mask")
+    assert torch.isfinite(model(data[0]).last_hidden_state).all()

@@ -26,9 +26,24 @@ from .nm import apply_keep, check_nm
 def _linear_layers(cfg: Config) -> Any:
     def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         return [(f, m) for f, m in weight_layers(model, cfg)
-                if hasattr(m, "in_features") and m.weight.dim() == 2]
+                if (hasattr(m, "in_features") or _is_conv1d(m)) and m.weight.dim() == 2]
 
     return layers
+
+
+def _is_conv1d(m: nn.Module) -> bool:
+    return type(m).__name__ == "Conv1D"  # Hugging Face GPT-2's transposed Linear
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    """The (out, in) weight matrix (Hugging Face Conv1D stores it as (in, out))."""
+    w = m.weight.detach().float()
+    return w.t() if _is_conv1d(m) else w
+
+
+def _install(m: nn.Module, keep: torch.Tensor, w: torch.Tensor | None = None) -> None:
+    t = (lambda x: x.t()) if _is_conv1d(m) else (lambda x: x)
+    apply_keep(m, t(keep), None if w is None else t(w))
 
 
 def _run(model: nn.Module, cfg: Config, calib_data: Any, prune_layer: Any,
@@ -43,9 +58,9 @@ def _run(model: nn.Module, cfg: Config, calib_data: Any, prune_layer: Any,
 
 def _apply_wanda(model: nn.Module, cfg: Wanda, *, calib_data: Any = None, **_: Any) -> None:
     def prune_layer(module: nn.Module, st: InputStats) -> None:
-        scores = wanda_scores(module.weight, st.l2_norm)
+        scores = wanda_scores(_weight(module), st.l2_norm)
         keep = (nm_mask(scores, cfg.n, cfg.m) if cfg.n else rowwise_mask(scores, cfg.sparsity))
-        apply_keep(module, keep)
+        _install(module, keep)
 
     _run(model, cfg, calib_data, prune_layer, hessian=False)
 
@@ -53,9 +68,9 @@ def _apply_wanda(model: nn.Module, cfg: Wanda, *, calib_data: Any = None, **_: A
 def _apply_sparsegpt(model: nn.Module, cfg: SparseGPT, *, calib_data: Any = None,
                      **_: Any) -> None:
     def prune_layer(module: nn.Module, st: InputStats) -> None:
-        w, keep = sparsegpt(module.weight.detach().float(), st.hessian, cfg.sparsity, n=cfg.n,
-                            m=cfg.m, blocksize=cfg.blocksize, percdamp=cfg.percdamp)
-        apply_keep(module, keep, torch.where(keep, w, torch.zeros_like(w)))
+        w, keep = sparsegpt(_weight(module), st.hessian, cfg.sparsity, n=cfg.n, m=cfg.m,
+                            blocksize=cfg.blocksize, percdamp=cfg.percdamp)
+        _install(module, keep, torch.where(keep, w, torch.zeros_like(w)))
 
     _run(model, cfg, calib_data, prune_layer, hessian=True)
 
@@ -68,7 +83,7 @@ class _Calibrated(Config):
     max_batches: int | None = None
 
     kind = "prune"
-    default_targets = ("Linear",)
+    default_targets = ("Linear", "Conv1D")
 
     def validate(self) -> None:
         check_range(self, "sparsity", 0.0, 1.0, hi_open=True)
