@@ -15,15 +15,15 @@ from common import CACHE, fashion, fmt, trained_lenet5, write_result
 import modelzip as mz
 from modelzip.measure import count_macs, model_latency
 
-RESNET = {"epochs": 4, "lr": 2e-3, "channels": [16, 32, 64]}
+RESNET = {"epochs": 2, "lr": 2e-3, "channels": [16, 32, 64], "stem_stride": 2}
 
 
 def trained_resnet(split) -> torch.nn.Module:
     """resnet_small trained once on Fashion-MNIST, cached as plain safetensors."""
     from safetensors.torch import load_file, save_file
 
-    path = CACHE / "resnet_small_fashion.safetensors"
-    model = mz.zoo.resnet_small(channels=RESNET["channels"])
+    path = CACHE / "resnet_small_fashion_s2.safetensors"
+    model = mz.zoo.resnet_small(channels=RESNET["channels"], stem_stride=RESNET["stem_stride"])
     if path.exists():
         model.load_state_dict(load_file(path))
         return model.eval()
@@ -66,9 +66,9 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     split = fashion()
-    rows = [run("ResNet-small (BN, residual)", trained_resnet(split), split, epochs=3,
+    rows = [run("ResNet-small (BN, residual)", trained_resnet(split), split, epochs=2,
                 lr=5e-4),
-            run("LeNet-5", trained_lenet5(), split, epochs=3, lr=5e-4)]
+            run("LeNet-5", trained_lenet5(), split, epochs=2, lr=5e-4)]
     write_result(
         "prune_structured", "Structured pruning: 50% of channels removed, real speed-up",
         [{"title": "Fashion-MNIST; latency = median forward time of a 64-image batch, "
@@ -84,10 +84,11 @@ def main() -> None:
         notes=["mz.Structured(0.5, criterion='l1'): every prunable channel group loses half "
                "its channels (residual-coupled channels together); the classifier outputs "
                "and the input stay. The pruned model is a plain smaller nn.Module.",
-               f"ResNet-small: channels {RESNET['channels']}, one BasicBlock per stage, "
+               f"ResNet-small: channels {RESNET['channels']}, one BasicBlock per stage, stem "
+               f"stride {RESNET['stem_stride']}, "
                f"trained here for {RESNET['epochs']} epochs (Adam {RESNET['lr']}); "
                "LeNet-5: the cached reference (benchmarks/common.py).",
-               "Fine-tuning: 3 epochs Adam 5e-4 with cosine decay."])
+               "Fine-tuning: 2 epochs Adam 5e-4 with cosine decay."])
 
 
 if __name__ == "__main__":

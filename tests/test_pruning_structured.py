@@ -210,3 +210,10 @@ def test_module_called_twice_and_finetune_keeps_shape(digits):
     mz.prune(model, mz.Structured(0.5), calib_data=digits.train)
     mz.finetune(model, digits.train, epochs=0.2, lr=1e-3, progress=False)
     assert model[1].weight.shape == (150, 64)
+
+
+def test_warns_when_nothing_can_be_pruned():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.warns(UserWarning, match="nothing could be pruned"):
+        mz.prune(model, mz.Structured(0.5), example_inputs=torch.randn(2, 4))
+    assert model[0].out_features == 3

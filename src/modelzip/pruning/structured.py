@@ -150,6 +150,10 @@ def _apply_structured(model: nn.Module, cfg: Structured, *, calib_data: Any = No
                                     cfg.criterion, grads, p) for p in producers)
         plan_spaces.append((root, _keep(score, cfg.ratio)))
     keep = {root: idx for root, idx in plan_spaces}
+    if layers and not keep and not plan_heads:
+        warnings.warn("Structured: nothing could be pruned: the outputs of every selected "
+                      "layer reach the model's outputs, a fixed tensor, or code that could "
+                      "not be traced", stacklevel=3)
     for att, rule, idx in plan_heads:
         slice_heads(att, rule, idx)
     if keep:
