@@ -41,10 +41,14 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     split = fashion()
-    rows = []
+    rows: list = []
     for name, build in (("LeNet-300-100", trained_lenet300), ("LeNet-5", trained_lenet5)):
         r, _ = curve(name, build(), split)
         rows += r
+        report(rows)
+
+
+def report(rows: list) -> None:
     ok = {}
     for r in rows:
         if r[1] and r[1] >= 90.0 and r[3] <= 0.5:
@@ -60,11 +64,14 @@ def main() -> None:
         notes=[f"Highest sparsity >= 90% within 0.5 pt of the baseline: {ok or 'none'}.",
                "Baselines: benchmarks/common.py trained_lenet300() (20 epochs) and "
                "trained_lenet5() (15 epochs), Adam 1e-3.",
-               "Each level: one prune step from the previous level (the levels themselves follow "
-               "a gradual ramp) and 1 epoch of Adam (5e-4, cosine) fine-tuning; masks only "
+               "Each level: one prune step from the previous level (the levels themselves "
+               "follow a gradual ramp) and 1 epoch of Adam (5e-4, cosine) fine-tuning; masks only "
                "grow.",
                "'weights removed' counts every Linear/Conv weight (biases kept dense); "
-               ".mzip stores values at kept positions only plus the sparsity pattern."])
+               ".mzip stores values at kept positions only plus the sparsity pattern.",
+               "Rows are written as each model finishes; a missing model was still waiting "
+               "for its cached reference."])
+
 
 
 if __name__ == "__main__":
