@@ -48,8 +48,8 @@ def main() -> None:
             rows.append([name, setting, fmt(ppl[name, setting], 3), file_bytes(model),
                          fmt(took, 1)])
             print(rows[-1], flush=True)
-    beat = {s: all(ppl[m, s] < ppl["magnitude", s] for m in ("Wanda", "SparseGPT"))
-            for s in settings}
+    beat = {f"{m} {s}": ppl[m, s] < ppl["magnitude", s] for s in settings
+            for m in ("Wanda", "SparseGPT")}
     write_result(
         "prune_tiny_gpt", "One-shot LLM-style pruning of tiny_gpt (Tiny Shakespeare)",
         [{"title": "Validation perplexity (character level, full validation split)",
@@ -58,7 +58,12 @@ def main() -> None:
         anchors=["Llama-2-7B WikiText-2 perplexity (Sun et al. 2023, Wanda paper): dense 5.12; "
                  "50% unstructured: magnitude 14.89, SparseGPT 6.51, Wanda 6.42; 2:4: "
                  "magnitude 54.59, SparseGPT 10.17, Wanda 11.02."],
-        notes=[f"Wanda and SparseGPT beat magnitude: 50%: {beat['50%']}, 2:4: {beat['2:4']}.",
+        notes=[f"Beats magnitude (lower perplexity): {beat}.",
+               "Wanda's |W|*||X|| score helps where a few input features carry outsized "
+               "activations (LLMs); this character model's LayerNorm-ed inputs have no such "
+               "outliers, so Wanda ranks weights almost like magnitude and its per-row "
+               "comparison group (the paper's LLM choice) can do slightly worse here. "
+               "SparseGPT's weight reconstruction is what recovers the loss.",
                "Reference model: benchmarks/common.py trained_tiny_gpt() (1500 steps); every "
                "Linear in the 4 blocks pruned, token/position embeddings and the output head "
                "dense (as in the papers); no fine-tuning after pruning.",
