@@ -93,7 +93,7 @@ def main() -> None:
     split = fashion()
     rows = [run("ResNet-small (BN, residual)", trained_resnet(split), split, epochs=4, lr=2e-3)]
     report(rows)
-    rows.append(run("LeNet-5", trained_lenet5(), split, epochs=2, lr=5e-4))
+    rows.append(run("LeNet-5", trained_lenet5(), split, epochs=4, lr=1e-3))
     report(rows)
 
 
