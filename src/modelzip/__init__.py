@@ -36,9 +36,19 @@ __all__ = [
 
 # --- pruning (issue 3) -------------------------------------------------------------
 from . import pruning
-from .pruning import Magnitude
+from .pruning import (
+    NM,
+    Magnitude,
+    SparseGPT,
+    Structured,
+    Wanda,
+    cubic_schedule,
+    iterative_prune,
+    prune_until,
+)
 
-__all__ += ["pruning", "Magnitude"]
+__all__ += ["pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda",
+            "cubic_schedule", "iterative_prune", "prune_until"]
 
 # --- quantization and clipping (issue 4) ---------------------------------------------
 from .quantization import WeightOnly

@@ -83,6 +83,8 @@ def collect(model: nn.Module, layers: dict[str, nn.Linear], data: Iterable[Any],
 def _in_features(m: nn.Module) -> int:
     if hasattr(m, "in_features"):
         return int(m.in_features)
+    if type(m).__name__ == "Conv1D":  # Hugging Face GPT-2: y = x @ W + b, W is (in, out)
+        return int(m.weight.shape[0])
     raise ModelzipError(f"calibration supports Linear-like layers, not {type(m).__name__}")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..ops.pack import pack, packed_nbytes, unpack
+from .nm_pattern import nm_decode, nm_encode
 
 
 def bitmask_encode(mask: np.ndarray) -> bytes:
@@ -72,6 +73,9 @@ def encode_pattern(mask: np.ndarray) -> tuple[dict, bytes]:
     positions = np.flatnonzero(flat)
     bm = bitmask_encode(flat)
     bits, size = best_relidx_bits(positions)
+    nm = nm_encode(flat)  # N:M structure: one combination index per group
+    if nm is not None and len(nm[1]) < min(size, len(bm)):
+        return nm
     if size < len(bm):
         syms = relidx_symbols(positions, bits)
         return {"layout": "relidx", "bits": bits, "symbols": int(syms.size),
@@ -101,6 +105,8 @@ def decode_pattern(meta: dict, data: bytes | np.ndarray, n: int) -> np.ndarray:
             raise FormatError("relative indices are not increasing")
         mask = np.zeros(n, dtype=bool)
         mask[kept] = True
+    elif layout == "nm":
+        mask = nm_decode(meta, data, n)
     else:
         raise FormatError(f"unknown sparsity layout {layout!r}")
     if int(np.count_nonzero(mask)) != meta.get("kept"):

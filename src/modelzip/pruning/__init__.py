@@ -4,6 +4,12 @@ from .magnitude import Magnitude, magnitude_masks
 
 __all__ = ["Magnitude", "magnitude_masks"]
 
-from .schedule import cubic_schedule, iterative_prune  # noqa: E402
+from .schedule import cubic_schedule, iterative_prune, prune_until  # noqa: E402
 
-__all__ += ["cubic_schedule", "iterative_prune"]
+__all__ += ["cubic_schedule", "iterative_prune", "prune_until"]
+
+from .calibrated import SparseGPT, Wanda  # noqa: E402
+from .nm import NM  # noqa: E402
+from .structured import Structured  # noqa: E402
+
+__all__ += ["NM", "SparseGPT", "Wanda", "Structured"]

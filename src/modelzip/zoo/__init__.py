@@ -65,5 +65,9 @@ def from_arch(arch: Any) -> nn.Module:
     return _ARCH_KINDS[arch["kind"]](arch)
 
 
-__all__ = ["lenet300", "lenet5", "mlp128", "tiny_gpt", "TinyGPT", "build", "names",
+from .resnet import resnet_small  # noqa: E402
+
+register_zoo("resnet_small", resnet_small)
+
+__all__ = ["resnet_small", "lenet300", "lenet5", "mlp128", "tiny_gpt", "TinyGPT", "build", "names",
            "from_arch", "register_zoo", "register_arch_kind"]

@@ -1,0 +1,119 @@
+"""Calibrated one-shot pruning of transformers: SparseGPT and Wanda.
+
+Both walk the model block by block (``calib.sequential``): each block's Linear layers are
+pruned from statistics of their inputs *as produced by the already-pruned earlier blocks*.
+Wanda scores |W| x ||X_j||_2 and compares weights within each output row (Sun et al. 2023);
+SparseGPT (Frantar & Alistarh 2023) also reconstructs the remaining weights from the
+Hessian (see ``ops/sparsegpt.py``). Both support unstructured sparsity and N:M.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..calib import InputStats, sequential
+from ..config import Config, check_int, check_range, register
+from ..ops.sparsegpt import sparsegpt
+from ..ops.sparsity import nm_mask, rowwise_mask, wanda_scores
+from ..select import weight_layers
+from .nm import apply_keep, check_nm
+
+
+def _linear_layers(cfg: Config) -> Any:
+    def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return [(f, m) for f, m in weight_layers(model, cfg)
+                if (hasattr(m, "in_features") or _is_conv1d(m)) and m.weight.dim() == 2]
+
+    return layers
+
+
+def _is_conv1d(m: nn.Module) -> bool:
+    return type(m).__name__ == "Conv1D"  # Hugging Face GPT-2's transposed Linear
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    """The (out, in) weight matrix (Hugging Face Conv1D stores it as (in, out))."""
+    w = m.weight.detach().float()
+    return w.t() if _is_conv1d(m) else w
+
+
+def _install(m: nn.Module, keep: torch.Tensor, w: torch.Tensor | None = None) -> None:
+    t = (lambda x: x.t()) if _is_conv1d(m) else (lambda x: x)
+    apply_keep(m, t(keep), None if w is None else t(w))
+
+
+def _run(model: nn.Module, cfg: Config, calib_data: Any, prune_layer: Any,
+         hessian: bool) -> None:
+    def fn(group: dict[str, nn.Module], stats: dict[str, InputStats]) -> None:
+        for name, module in group.items():
+            prune_layer(module, stats[name])
+
+    sequential(model, calib_data, fn, layers=_linear_layers(cfg),
+               max_batches=cfg.max_batches, hessian=hessian)
+
+
+def _apply_wanda(model: nn.Module, cfg: Wanda, *, calib_data: Any = None, **_: Any) -> None:
+    def prune_layer(module: nn.Module, st: InputStats) -> None:
+        scores = wanda_scores(_weight(module), st.l2_norm)
+        keep = (nm_mask(scores, cfg.n, cfg.m) if cfg.n else rowwise_mask(scores, cfg.sparsity))
+        _install(module, keep)
+
+    _run(model, cfg, calib_data, prune_layer, hessian=False)
+
+
+def _apply_sparsegpt(model: nn.Module, cfg: SparseGPT, *, calib_data: Any = None,
+                     **_: Any) -> None:
+    def prune_layer(module: nn.Module, st: InputStats) -> None:
+        w, keep = sparsegpt(_weight(module), st.hessian, cfg.sparsity, n=cfg.n, m=cfg.m,
+                            blocksize=cfg.blocksize, percdamp=cfg.percdamp)
+        _install(module, keep, torch.where(keep, w, torch.zeros_like(w)))
+
+    _run(model, cfg, calib_data, prune_layer, hessian=True)
+
+
+@dataclass
+class _Calibrated(Config):
+    sparsity: float = 0.5
+    n: int | None = None
+    m: int | None = None
+    max_batches: int | None = None
+
+    kind = "prune"
+    default_targets = ("Linear", "Conv1D")
+
+    def validate(self) -> None:
+        check_range(self, "sparsity", 0.0, 1.0, hi_open=True)
+        check_nm(self, optional=True)
+        check_int(self, "max_batches", 1, optional=True)
+
+
+@register(_apply_wanda)
+@dataclass
+class Wanda(_Calibrated):
+    """Wanda: prune by |W| x input norm within each output row; needs ``calib_data``.
+
+    ``sparsity``: fraction removed per row; with ``n``/``m`` keep n of every m inputs.
+    ``max_batches``: calibration batches used (all when None).
+    """
+
+
+@register(_apply_sparsegpt)
+@dataclass
+class SparseGPT(_Calibrated):
+    """SparseGPT: Hessian-based pruning with weight reconstruction; needs ``calib_data``.
+
+    ``blocksize``: columns per lazy-update block; ``percdamp``: Hessian damping (fraction
+    of its mean diagonal).
+    """
+
+    blocksize: int = 128
+    percdamp: float = 0.01
+
+    def validate(self) -> None:
+        super().validate()
+        check_int(self, "blocksize", 1)
+        check_range(self, "percdamp", 0.0, 1.0)
