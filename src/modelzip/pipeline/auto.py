@@ -15,8 +15,8 @@ from torch import nn
 from ..batches import first_input
 from ..config import registered
 from ..errors import ConfigError
-from ..measure import file_bytes, model_latency
-from .compress import CompressionResult, _Context, _result, _run_steps
+from ..measure import model_latency
+from .compress import CompressionResult, _Context, _result, _run_steps, attempt_bytes
 from .recipe import Recipe, Step
 
 QUANT_CHOICES = ("none", "w8", "w4", "cluster32", "cluster16")
@@ -114,7 +114,7 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
         t0 = time.time()
         m = _apply(model, recipe_from_params(params), ctx)
         metric = float(evaluate(m))
-        size = file_bytes(m)
+        size = attempt_bytes(m)
         value = size if objective == "size" else model_latency(m, example, repeats=10)
         trial.set_user_attr("metric", metric)
         trial.set_user_attr("bytes", size)
@@ -147,7 +147,7 @@ def _auto_result(model: nn.Module, st: Any, kept: dict[int, nn.Module], ctx: _Co
     else:
         best, recipe = copy.deepcopy(model), Recipe([{"evaluate": {}}], name="auto")
     ctx.history[:] = [{"stage": "baseline", "metric": base, "passed": True,
-                       "bytes": file_bytes(model), "config": None, "seconds": 0.0}] + history
+                       "bytes": attempt_bytes(model), "config": None, "seconds": 0.0}] + history
     res = _result(model, best, base, threshold, ctx, "completed", [], recipe)
     res.metrics["trials"] = len(done)
     res.metrics["best_recipe"] = recipe.to_dict()
