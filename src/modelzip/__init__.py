@@ -32,6 +32,8 @@ from .verbs import apply, clip, cluster, prune, quantize
 # --- clustering, Huffman, format (issue 5) ---------------------------------------------
 
 # --- distillation (issue 6) --------------------------------------------------------
+# isort: split
+from .distill import Distillation, distill, distill_recovery
 
 # --- pipelines, recipes, reports (issue 7) -------------------------------------------
 
@@ -46,3 +48,5 @@ __all__ = [
     "prune", "quantize", "clip", "cluster", "apply", "train", "finetune", "accuracy",
     "perplexity", "Magnitude", "WeightOnly",
 ]
+# --- distillation (issue 6) --------------------------------------------------------
+__all__ += ["Distillation", "distill", "distill_recovery"]
