@@ -102,6 +102,7 @@ def _copy_blocks(teacher: Any, model: nn.Module) -> None:
         state.update({f"blocks.{j}.{k}": v for k, v in blocks_t[i].state_dict().items()})
     try:
         with torch.no_grad():
-            model.load_state_dict({k: v.clone() for k, v in state.items()})
+            model.load_state_dict({k: v.clone() if isinstance(v, torch.Tensor) else v
+                                   for k, v in state.items()})
     except RuntimeError as exc:
         raise ConfigError(f"init='teacher' needs the teacher's width: {exc}") from None
