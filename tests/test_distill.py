@@ -234,3 +234,41 @@ def test_fit_named_losses():
     with pytest.raises(mz.ModelzipError, match="'loss'"):
         fit(model, _data().train, epochs=1, lr=1e-3, progress=False,
             step_loss=lambda m, b: {"half": task_loss(m(b[0]), b[1])})
+
+
+class _TokenModel(torch.nn.Module):
+    """A Hugging Face-style model: keyword inputs, an output object with .logits."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.emb, self.head = torch.nn.Embedding(9, width), torch.nn.Linear(width, 9)
+
+    def forward(self, input_ids, attention_mask=None):
+        return type("Out", (), {"logits": self.head(self.emb(input_ids)), "loss": None})()
+
+
+def test_dict_batches_with_attention_mask():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 9, (16, 6), generator=g)
+    mask = torch.ones(16, 6, dtype=torch.long)
+    mask[:, 4:] = 0
+    data = [{"input_ids": ids, "attention_mask": mask, "labels": ids}]
+    torch.manual_seed(0)
+    teacher, student = _TokenModel(16), _TokenModel(4)
+    before = student.head.weight.clone()
+    mz.distill(student, teacher, data, mz.Distillation(alpha=0.5), epochs=2, lr=1e-2,
+               progress=False)
+    assert not torch.equal(before, student.head.weight)
+    # only the unmasked positions feed the soft term: a teacher differing only at padded
+    # positions gives the same student
+    torch.manual_seed(0)
+    a, b = _TokenModel(4), _TokenModel(4)
+    other = copy.deepcopy(teacher)
+    other.forward = lambda input_ids, attention_mask=None: type("Out", (), {
+        "logits": teacher(input_ids).logits + 5 * (1 - attention_mask)[..., None] *
+        torch.arange(9.0), "loss": None})()
+    b.load_state_dict(a.state_dict())
+    soft = mz.Distillation(alpha=1.0)
+    mz.distill(a, teacher, data, soft, epochs=2, lr=1e-2, progress=False)
+    mz.distill(b, other, data, soft, epochs=2, lr=1e-2, progress=False)
+    torch.testing.assert_close(a.head.weight, b.head.weight)
