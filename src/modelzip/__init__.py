@@ -62,6 +62,9 @@ from .deep_compression import deep_compression
 __all__ += ["Cluster", "deep_compression"]
 
 # --- distillation (issue 6) --------------------------------------------------------
+from .distill import Distillation, distill, distill_recovery
+
+__all__ += ["Distillation", "distill", "distill_recovery"]
 
 # --- pipelines, recipes, reports (issue 7) -------------------------------------------
 from .pipeline import CompressionResult, Recipe, auto_compress, compress, sensitivity

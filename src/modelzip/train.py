@@ -17,6 +17,7 @@ from .errors import ModelzipError
 from .state import enforce_masks, mask_gradients
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+StepLoss = torch.Tensor | dict[str, torch.Tensor]
 
 
 def task_loss(output: Any, target: Any) -> torch.Tensor:
@@ -41,13 +42,19 @@ def _check(epochs: Any, lr: Any) -> None:
 
 
 def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
-        step_loss: Callable[[nn.Module, Any], torch.Tensor], weight_decay: float = 0.0,
+        step_loss: Callable[[nn.Module, Any], StepLoss], weight_decay: float = 0.0,
         schedule: str = "cosine", progress: bool = True, desc: str = "train",
-        on_epoch: Callable[[int], bool | None] | None = None) -> nn.Module:
+        on_epoch: Callable[[int], bool | None] | None = None,
+        evaluate: Callable[[nn.Module], float] | None = None,
+        patience: int = 2) -> nn.Module:
     """The one training loop: Adam(W), optional cosine decay, masks kept fixed.
 
-    ``step_loss(model, batch)`` returns the loss of one batch. ``epochs`` may be
-    fractional (a share of the last epoch). ``on_epoch(i)`` returning True stops early.
+    ``step_loss(model, batch)`` returns the loss of one batch, or a dict of named
+    losses whose ``"loss"`` entry is optimised (the bar shows each one's running mean
+    over the epoch). ``epochs`` may be fractional (a share of the last epoch).
+    ``on_epoch(i)`` returning True stops early. ``evaluate(model)`` (higher is better,
+    e.g. validation accuracy) runs after each epoch: training stops after ``patience``
+    epochs without improvement and the best weights seen are restored.
     """
     _check(epochs, lr)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -58,15 +65,17 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     total = math.ceil(epochs * n_batches) if n_batches else None
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
              if schedule == "cosine" and total else None)
+    stopper = _EarlyStop(model, evaluate, patience) if evaluate is not None else None
     model.train()
     step = 0
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="batch")
     try:
         for epoch in range(math.ceil(epochs)):
-            for batch in data:
+            running: dict[str, float] = {}
+            for n, batch in enumerate(data):
                 if total is not None and step >= total:
                     break
-                loss = step_loss(model, batch)
+                loss = _named(step_loss(model, batch), running, n)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 mask_gradients(model)
@@ -76,19 +85,71 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
                     sched.step()
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch + 1)
-            if on_epoch is not None and on_epoch(epoch):
+                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, epoch=epoch + 1)
+            stop = stopper is not None and stopper(epoch, bar)
+            if (on_epoch is not None and on_epoch(epoch)) or stop:
                 break
     finally:
         bar.close()
+        if stopper is not None:
+            stopper.restore()
         model.eval()
     return model
 
 
+def _named(out: StepLoss, running: dict[str, float], n: int) -> torch.Tensor:
+    """The loss to optimise; updates the epoch's running means of every named loss."""
+    if isinstance(out, dict):
+        if "loss" not in out:
+            raise ModelzipError("step_loss returned a dict without a 'loss' entry")
+        loss, parts = out["loss"], out
+    else:
+        loss, parts = out, {"loss": out}
+    for k, v in parts.items():
+        value = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+        running[k] = running.get(k, 0.0) + (value - running.get(k, 0.0)) / (n + 1)
+    return loss
+
+
+class _EarlyStop:
+    """Tracks a validation metric (higher is better), keeps the best weights."""
+
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float],
+                 patience: int):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"patience must be a positive integer, got {patience!r}")
+        self.model, self.evaluate, self.patience = model, evaluate, patience
+        self.best = -math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad = 0
+        self.history: list[float] = []
+
+    def __call__(self, epoch: int, bar: Any) -> bool:
+        metric = float(self.evaluate(self.model))
+        self.model.train()
+        self.history.append(metric)
+        if not bar.disable:
+            bar.write(f"epoch {epoch + 1}: validation {metric:.4f}")
+        if metric > self.best:
+            self.best, self.bad = metric, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self) -> None:
+        if self.best_state is not None and self.bad:
+            self.model.load_state_dict(self.best_state)
+
+
 def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
           loss: LossFn | None = None, weight_decay: float = 0.0, schedule: str = "cosine",
-          progress: bool = True) -> nn.Module:
-    """Train ``model`` in place on ``data`` (cross-entropy unless ``loss`` is given)."""
+          progress: bool = True, evaluate: Callable[[nn.Module], float] | None = None,
+          patience: int = 2) -> nn.Module:
+    """Train ``model`` in place on ``data`` (cross-entropy unless ``loss`` is given).
+
+    With ``evaluate`` (higher is better), stops early and keeps the best weights (see fit).
+    """
     loss_fn = loss or task_loss
 
     def step_loss(m: nn.Module, batch: Any) -> torch.Tensor:
@@ -96,7 +157,8 @@ def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
         return loss_fn(out, target)
 
     return fit(model, data, epochs=epochs, lr=lr, step_loss=step_loss,
-               weight_decay=weight_decay, schedule=schedule, progress=progress)
+               weight_decay=weight_decay, schedule=schedule, progress=progress,
+               evaluate=evaluate, patience=patience)
 
 
 def finetune(model: nn.Module, train_data: Iterable[Any], *, epochs: float, lr: float,

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import FormatError, ModelzipError
 from .models import TinyGPT, lenet5, lenet300, mlp128, tiny_gpt
+from .students import student
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lenet300": lenet300, "lenet5": lenet5, "mlp128": mlp128, "tiny_gpt": tiny_gpt,
@@ -69,5 +70,5 @@ from .resnet import resnet_small  # noqa: E402
 
 register_zoo("resnet_small", resnet_small)
 
-__all__ = ["resnet_small", "lenet300", "lenet5", "mlp128", "tiny_gpt", "TinyGPT", "build", "names",
-           "from_arch", "register_zoo", "register_arch_kind"]
+__all__ = ["resnet_small", "lenet300", "lenet5", "mlp128", "tiny_gpt", "TinyGPT", "build",
+           "names", "from_arch", "register_zoo", "register_arch_kind", "student"]
