@@ -24,7 +24,7 @@ def test_demo_meets_its_promise(tmp_path, capsys):
     assert comp["accuracy"] >= base["accuracy"] - 0.01
     assert res["ratio"] >= 8
     assert comp["bytes"] == (tmp_path / "lenet300.mzip").stat().st_size
-    assert comp["nonzeros"] <= 0.11 * comp["params"]
+    assert comp["nonzeros"] <= 0.15 * comp["params"]  # ~90% pruned unless it backed off
     assert main(["inspect", str(tmp_path / "lenet300.mzip"), "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert table["total"]["weights"] == 64 * 300 + 300 * 100 + 100 * 10
