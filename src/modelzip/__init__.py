@@ -25,7 +25,11 @@ from .measure import count_macs, count_params, measure
 from .pruning import Magnitude
 
 # --- quantization and clipping (issue 4) ---------------------------------------------
-from .quantization import WeightOnly
+from .quantization import QAT, Clip, Int8, WeightOnly, convert
+
+# (__all__ is assigned at the bottom of this file; this line survives only if that
+# assignment moves above the sections or becomes "+=")
+__all__ = [*globals().get("__all__", []), "Int8", "QAT", "Clip", "convert"]
 from .train import accuracy, finetune, perplexity, train
 from .verbs import apply, clip, cluster, prune, quantize
 
