@@ -39,10 +39,11 @@ def ort_sessions(model: torch.nn.Module, example: dict, tmp: str) -> dict[str, A
     names = list(example)
     axes = {n: {0: "batch", 1: "seq"} for n in names}
     axes["last_hidden_state"] = {0: "batch", 1: "seq"}
-    torch.onnx.export(_Hidden(model, names), tuple(example[n] for n in names), fp32,
+    torch.onnx.export(_Hidden(model, names).eval(), tuple(example[n] for n in names), fp32,
                       input_names=names,
                       output_names=["last_hidden_state"], dynamic_axes=axes,
                       opset_version=17, dynamo=False)
+    model.eval()
     quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
@@ -79,6 +80,8 @@ def main() -> None:
         reload_same = bool(torch.equal(hf.sentence_embeddings(loaded, evals[:2]),
                                        hf.sentence_embeddings(ours, evals[:2])))
         ort = ort_sessions(model, evals[0], tmp)
+        assert not model.training and torch.equal(hf.sentence_embeddings(model, evals[:1]),
+                                                  ref[: len(evals[0]["input_ids"])])
         fns = {
             "torch fp32": lambda b: hf.sentence_embeddings(model, [b]),
             "modelzip Int8 dynamic": lambda b: hf.sentence_embeddings(ours, [b]),

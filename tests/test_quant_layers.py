@@ -154,3 +154,17 @@ def test_clip_percentile_and_mse():
     assert (model[1].weight.abs() >= model[1].weight.abs().max() - 1e-7).float().mean() > 0.005
     mz.clip(model, mz.Clip(method="mse", bits=2))
     assert model[1].weight.abs().max() < top
+
+
+def test_int8_quantizes_embedding_tables_per_row(tmp_path):
+    torch.manual_seed(0)
+    model = mz.zoo.tiny_gpt(vocab_size=17, d_model=32, n_layer=1, n_head=2, seq_len=16)
+    x = torch.randint(0, 17, (2, 16))
+    ref = model(x)
+    mz.quantize(model, mz.Int8(ignore=["head"]))
+    assert model.tok_emb.weight_codes.dtype == torch.int8
+    assert type(model.head) is torch.nn.Linear
+    assert isinstance(model.blocks[0].mlp.fc, Int8Linear)
+    assert (model(x) - ref).abs().max() < 0.05 * ref.abs().max()
+    mz.save(model, tmp_path / "m.mzip")
+    assert torch.equal(mz.load(tmp_path / "m.mzip")(x), model(x))

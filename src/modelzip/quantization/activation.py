@@ -20,8 +20,10 @@ from ..batches import forward, take
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import DataError, UnsupportedModelError
 from ..ops.observers import OBSERVERS, RangeStats, affine_qparams, choose_range, smooth_scales
+from ..ops.quant import QSpec, qparams, quantize
 from ..select import weight_layers
 from .int8 import Int8Conv2d, Int8Linear
+from .weight_only import install_codes
 
 
 def _supported(fqn: str, m: nn.Module) -> bool:
@@ -63,7 +65,18 @@ def observe(model: nn.Module, layers: list[tuple[str, nn.Module]], data: Any,
     return stats
 
 
+def _embeddings_int8(model: nn.Module, cfg: Int8) -> None:
+    """Embedding tables: int8 codes per row (a lookup has no activations to quantize)."""
+    for _, m in weight_layers(model, cfg):
+        if type(m) is nn.Embedding and not getattr(m, "_mz_reparam", {}).get("weight"):
+            w = m.weight.detach()
+            spec = QSpec(8, True, None)
+            scale, zero = qparams(w, spec)
+            install_codes(m, "weight", quantize(w, scale, zero, spec), scale, zero, spec)
+
+
 def _apply_int8(model: nn.Module, cfg: Int8, calib_data: Any = None, **_: Any) -> None:
+    _embeddings_int8(model, cfg)
     layers = [(f, m) for f, m in weight_layers(model, cfg) if _supported(f, m)]
     if any(f == "" for f, _ in layers):
         raise UnsupportedModelError("Int8 cannot replace the root module; wrap it first")
@@ -106,7 +119,7 @@ class Int8(Config):
     max_batches: int | None = 32
 
     kind = "quantize"
-    default_targets = ("Linear", "Conv2d")
+    default_targets = ("Linear", "Conv2d", "Embedding")
 
     def validate(self) -> None:
         check_choice(self, "activations", ("dynamic", "static"))
