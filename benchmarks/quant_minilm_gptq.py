@@ -13,6 +13,7 @@ from common import fmt, write_result
 
 import modelzip as mz
 from modelzip.io import hf
+from modelzip.measure import file_bytes
 
 
 def main() -> None:
@@ -30,8 +31,8 @@ def main() -> None:
         secs[method] = time.perf_counter() - t0
         mean, low = cosine(hf.sentence_embeddings(m, evals), ref)
         rows.append([method.upper(), fmt(secs[method], 1), fmt(mean, 4), fmt(low, 4),
-                     fmt(mz.measure.file_bytes(m) / 1e6, 2)])
-    rows.append(["fp32", "-", 1.0, 1.0, fmt(mz.measure.file_bytes(model) / 1e6, 2)])
+                     fmt(file_bytes(m) / 1e6, 2)])
+    rows.append(["fp32", "-", 1.0, 1.0, fmt(file_bytes(model) / 1e6, 2)])
     write_result(
         "quant_minilm_gptq", "all-MiniLM-L6-v2: 4-bit weight-only (g128) GPTQ/AWQ/RTN time",
         [{"title": f"all Linear layers, 4-bit symmetric, group 128; calibration "

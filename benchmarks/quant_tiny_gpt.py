@@ -10,6 +10,7 @@ import torch
 from common import fmt, shakespeare, trained_tiny_gpt, write_result
 
 import modelzip as mz
+from modelzip.measure import file_bytes
 
 CALIB_BATCHES = 8
 
@@ -20,7 +21,7 @@ def main() -> None:
     split = shakespeare(128, 32)
     calib = [b for _, b in zip(range(CALIB_BATCHES), split.train, strict=False)]
     fp32 = mz.perplexity(base, split.test)
-    rows = [["fp32", "-", fmt(fp32, 3), "-", fmt(mz.measure.file_bytes(base) / 1e3, 1)]]
+    rows = [["fp32", "-", fmt(fp32, 3), "-", fmt(file_bytes(base) / 1e3, 1)]]
     ppl: dict[tuple[int, str], float] = {}
     for bits in (4, 3):
         for method in ("rtn", "gptq", "awq"):
@@ -32,7 +33,7 @@ def main() -> None:
             sec = time.perf_counter() - t0
             ppl[bits, method] = mz.perplexity(m, split.test)
             rows.append([f"{bits}-bit", method.upper(), fmt(ppl[bits, method], 3),
-                         fmt(sec, 1), fmt(mz.measure.file_bytes(m) / 1e3, 1)])
+                         fmt(sec, 1), fmt(file_bytes(m) / 1e3, 1)])
     def beats(b: int, method: str) -> str:
         return "beats" if ppl[b, method] < ppl[b, "rtn"] else "does NOT beat"
 
