@@ -168,3 +168,13 @@ def test_int8_quantizes_embedding_tables_per_row(tmp_path):
     assert (model(x) - ref).abs().max() < 0.05 * ref.abs().max()
     mz.save(model, tmp_path / "m.mzip")
     assert torch.equal(mz.load(tmp_path / "m.mzip")(x), model(x))
+
+
+def test_int8_model_measures_like_fp32():
+    torch.manual_seed(0)
+    model = mz.zoo.lenet5(image_size=8)
+    x = torch.randn(2, 1, 8, 8)
+    before = mz.count_macs(model, x)
+    mz.quantize(model, mz.Int8())
+    assert isinstance(model[0], Int8Conv2d)
+    assert mz.count_macs(model, x) == before

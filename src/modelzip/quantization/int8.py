@@ -223,6 +223,9 @@ class Int8Conv2d(_Int8Base):
         _check_spec(spec, keys)
         return cls(*(spec[k] for k in keys))
 
+    def mz_macs(self, inp: Any, out: torch.Tensor) -> int:
+        return out.numel() * self.weight_codes.shape[0]
+
     def mz_weights(self) -> dict[str, torch.Tensor]:
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         return {"weight": self.dequantized().reshape(shape)}
