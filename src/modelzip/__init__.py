@@ -51,9 +51,9 @@ __all__ += ["pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda",
             "cubic_schedule", "iterative_prune", "prune_until"]
 
 # --- quantization and clipping (issue 4) ---------------------------------------------
-from .quantization import WeightOnly
+from .quantization import QAT, Clip, Int8, WeightOnly, convert
 
-__all__ += ["WeightOnly"]
+__all__ += ["WeightOnly", "Int8", "QAT", "Clip", "convert"]
 
 # --- clustering, Huffman, format (issue 5) ---------------------------------------------
 from .clustering import Cluster

@@ -7,6 +7,7 @@ Bit order: little-endian within each code, codes laid out back to back (LSB-firs
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..errors import FormatError
 
@@ -78,3 +79,27 @@ def bits_needed(codes: np.ndarray, signed: bool) -> int:
         m = max(int(-c.min()) - 1 if c.min() < 0 else 0, int(c.max()))
         return max(1, int(m).bit_length() + 1)
     return max(1, int(c.max()).bit_length())
+
+
+def pack_rows(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack unsigned codes ``[rows, cols]`` (< 2**bits, bits in 1/2/4/8) into uint8
+    ``[rows, ceil(cols*bits/8)]``, LSB first: the in-memory layout of packed layers."""
+    if bits not in (1, 2, 4, 8):
+        raise ValueError(f"row packing needs bits in 1, 2, 4, 8, got {bits}")
+    per = 8 // bits
+    rows, cols = codes.shape
+    pad = (-cols) % per
+    c = torch.nn.functional.pad(codes.to(torch.uint8), (0, pad)).reshape(rows, -1, per)
+    out = torch.zeros(rows, c.shape[1], dtype=torch.uint8)
+    for i in range(per):
+        out |= c[:, :, i] << (i * bits)
+    return out
+
+
+def unpack_rows(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
+    """Inverse of :func:`pack_rows`: uint8 codes ``[rows, cols]``."""
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+    parts = (packed.unsqueeze(-1) >> shifts) & mask
+    return parts.reshape(packed.shape[0], -1)[:, :cols] if per > 1 else packed[:, :cols]

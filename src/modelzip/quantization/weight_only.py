@@ -1,22 +1,30 @@
 """Weight-only quantization: integer codes + scales replace the float weight.
 
 The layer keeps its type; its ``weight`` Parameter becomes buffers ``weight_codes``
-(int8/uint8) and ``weight_scale`` (+ ``weight_zero`` when asymmetric), dequantized before
-each forward (see :mod:`modelzip.state`). The file stores the codes packed to ``bits``.
+(int8/uint8) and ``weight_scale`` (+ ``weight_zero`` when asymmetric, + ``weight_inscale``
+after AWQ), dequantized before each forward and cached in inference (see
+:mod:`modelzip.state`). The file stores the codes packed to ``bits``. With
+``packed=True`` Linear layers become :class:`~modelzip.quantization.packed.PackedLinear`,
+which keeps the packed codes in memory and dequantizes on the fly.
+
+Methods: ``rtn`` (round to nearest), ``gptq`` and ``awq`` (need ``calib_data``; they
+handle Linear layers block by block through transformer blocks, other layers get RTN).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..config import Config, check_choice, check_int, register
+from ..calib import InputStats, sequential
+from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ConfigError, UnsupportedModelError
-from ..ops.quant import QSpec, dequantize, qparams, quantize
+from ..ops.awq import awq
+from ..ops.gptq import gptq
+from ..ops.quant import QSpec, dequantize, qparams, quantize, search_clip
 from ..select import weight_layers
 from ..state import install_reparam, register_reparam, set_bits
 
@@ -28,49 +36,104 @@ def _affine_weight(module: nn.Module, name: str, meta: dict[str, Any]) -> torch.
     zero = getattr(module, f"{name}_zero", None)
     if zero is None:
         zero = torch.zeros_like(scale)
-    return dequantize(codes, scale, zero, meta["group_size"])
+    w = dequantize(codes, scale, zero, meta["group_size"], binary=bool(meta.get("binary")))
+    inscale = getattr(module, f"{name}_inscale", None)
+    return w / inscale if inscale is not None else w
 
 
 def effective_group(cols: int, group_size: int | None) -> int | None:
-    """The group size usable for ``cols`` inputs (None = per channel)."""
+    """The group size used for ``cols`` inputs: the layer width when it is smaller
+    (= per channel, None); a width that is not a multiple gets a shorter last group."""
     if group_size is None or group_size == -1:
         return group_size
-    if group_size >= cols:
-        return None
-    if cols % group_size:
-        warnings.warn(f"{cols} inputs not divisible by group {group_size}: per-channel used",
-                      stacklevel=3)
-        return None
-    return group_size
+    return None if group_size >= cols else group_size
 
 
 def install_codes(module: nn.Module, name: str, codes: torch.Tensor, scale: torch.Tensor,
-                  zero: torch.Tensor | None, spec: QSpec) -> None:
+                  zero: torch.Tensor | None, spec: QSpec,
+                  inscale: torch.Tensor | None = None) -> None:
     """Put integer ``codes`` with their scales in place of float tensor ``name``."""
-    dtype = torch.int8 if spec.symmetric else torch.uint8
     if spec.bits > 8:
         raise ConfigError("weight codes wider than 8 bits are not supported")
+    dtype = torch.int8 if spec.signed else torch.uint8
     tensors = {"codes": codes.to(dtype), "scale": scale.float()}
     if not spec.symmetric:
         tensors["zero"] = zero.to(torch.int16)
+    if inscale is not None:
+        tensors["inscale"] = inscale.float()
     meta = {"kind": "affine", "bits": spec.bits, "group_size": spec.group_size,
-            "symmetric": spec.symmetric}
+            "symmetric": spec.symmetric, "binary": spec.binary}
     install_reparam(module, name, meta, tensors)
-    set_bits(module, f"{name}_codes", spec.bits, spec.symmetric)
+    set_bits(module, f"{name}_codes", spec.bits, spec.signed)
 
 
-def _rtn(model: nn.Module, cfg: WeightOnly, **_: Any) -> None:
+def layer_spec(module: nn.Module, cfg: Any) -> QSpec:
+    """The QSpec of ``module``'s weight under ``cfg`` (bits, symmetric, group_size)."""
+    w = module.weight
+    cols = w[0].numel() if w.dim() > 1 else w.numel()
+    return QSpec(cfg.bits, cfg.symmetric, effective_group(cols, cfg.group_size))
+
+
+def _check_fresh(fqn: str, module: nn.Module) -> None:
+    if getattr(module, "_mz_reparam", {}).get("weight"):
+        raise UnsupportedModelError(f"layer '{fqn}' is already quantized or clustered")
+
+
+def _rtn(model: nn.Module, cfg: WeightOnly, skip: set[str] = frozenset(), **_: Any) -> None:
     for fqn, module in weight_layers(model, cfg):
-        if getattr(module, "_mz_reparam", {}).get("weight"):
-            raise UnsupportedModelError(f"layer '{fqn}' is already quantized or clustered")
+        if fqn in skip:
+            continue
+        _check_fresh(fqn, module)
         w = module.weight.detach()
-        cols = w[0].numel() if w.dim() > 1 else w.numel()
-        spec = QSpec(cfg.bits, cfg.symmetric, effective_group(cols, cfg.group_size))
-        scale, zero = qparams(w, spec)
-        install_codes(module, "weight", quantize(w, scale, zero, spec), scale, zero, spec)
+        spec = layer_spec(module, cfg)
+        ratio = search_clip(w, spec) if cfg.clip == "mse" else 1.0
+        scale, zero = qparams(w, spec, ratio)
+        codes = quantize(w, scale, zero, spec, rounding=cfg.rounding)
+        install_codes(module, "weight", codes, scale, zero, spec)
 
 
-_METHODS = {"rtn": _rtn}
+def _calibrated(model: nn.Module, cfg: WeightOnly, calib_data: Any,
+                solve: Any) -> None:
+    """Run ``solve(module, spec, stats)`` on every selected Linear, block by block."""
+    def linears(m: nn.Module) -> list[tuple[str, nn.Module]]:
+        return [(f, x) for f, x in weight_layers(m, cfg) if isinstance(x, nn.Linear)]
+
+    chosen = linears(model)
+    for fqn, module in chosen:
+        _check_fresh(fqn, module)
+
+    def fn(group: dict[str, nn.Module], stats: dict[str, InputStats]) -> None:
+        for fqn, module in group.items():
+            solve(module, layer_spec(module, cfg), stats[fqn])
+
+    sequential(model, calib_data, fn, layers=linears, max_batches=cfg.max_batches,
+               hessian=True)
+    _rtn(model, cfg, skip={f for f, _ in chosen})
+
+
+def _gptq(model: nn.Module, cfg: WeightOnly, calib_data: Any = None, **_: Any) -> None:
+    def solve(module: nn.Module, spec: QSpec, st: InputStats) -> None:
+        codes, scale, zero = gptq(module.weight.detach(), st.hessian, spec,
+                                  blocksize=cfg.blocksize, percdamp=cfg.percdamp,
+                                  actorder=cfg.actorder, clip=cfg.clip == "mse")
+        install_codes(module, "weight", codes, scale, zero, spec)
+
+    _calibrated(model, cfg, calib_data, solve)
+
+
+def _awq(model: nn.Module, cfg: WeightOnly, calib_data: Any = None, **_: Any) -> None:
+    def solve(module: nn.Module, spec: QSpec, st: InputStats) -> None:
+        w = module.weight.detach().float()
+        s, ratio = awq(w, st.abs_mean, st.hessian, spec, clip=cfg.clip != "none")
+        ws = w * s
+        scale, zero = qparams(ws, spec, ratio)
+        codes = quantize(ws, scale, zero, spec)
+        install_codes(module, "weight", codes, scale, zero, spec, inscale=s)
+
+    _calibrated(model, cfg, calib_data, solve)
+
+
+_METHODS = {"rtn": _rtn, "gptq": _gptq, "awq": _awq}
 
 
 def _apply_weight_only(model: nn.Module, cfg: WeightOnly, **ctx: Any) -> None:
@@ -78,10 +141,14 @@ def _apply_weight_only(model: nn.Module, cfg: WeightOnly, **ctx: Any) -> None:
     if fn is None:
         raise UnsupportedModelError(f"WeightOnly method '{cfg.method}' is not available")
     fn(model, cfg, **ctx)
+    if cfg.packed:
+        from .packed import pack_layers
+
+        pack_layers(model, [f for f, _ in weight_layers(model, cfg)])
 
 
 def register_method(name: str, fn: Any) -> None:
-    """Add a weight-only algorithm (e.g. GPTQ, AWQ) under ``method=name``."""
+    """Add a weight-only algorithm under ``method=name``."""
     _METHODS[name] = fn
 
 
@@ -90,13 +157,24 @@ def register_method(name: str, fn: Any) -> None:
 class WeightOnly(Config):
     """Weight-only quantization to ``bits`` (1-8) per group of ``group_size`` inputs.
 
-    ``group_size=None`` means one scale per output channel, ``-1`` one per tensor.
+    ``group_size=None``: one scale per output channel; ``-1``: one per tensor.
+    ``bits=1`` (symmetric) is binary sign x scale; ``bits=2`` symmetric is ternary.
+    ``clip``: "mse" searches each group's clipping ratio (RTN, GPTQ); AWQ always searches
+    its clip unless "none". ``method="gptq"|"awq"`` need ``calib_data``.
+    ``packed=True`` keeps Linear codes packed in memory (bits 1, 2, 4, 8).
     """
 
     bits: int = 4
     group_size: int | None = 128
     method: str = "rtn"
     symmetric: bool = True
+    clip: str | None = None
+    rounding: str = "nearest"
+    actorder: bool = False
+    percdamp: float = 0.01
+    blocksize: int = 128
+    max_batches: int | None = None
+    packed: bool = False
 
     kind = "quantize"
     default_targets = ("Linear", "Conv1d", "Conv2d", "Embedding")
@@ -107,7 +185,15 @@ class WeightOnly(Config):
         if self.group_size == 0:
             raise ConfigError("WeightOnly.group_size must be positive, -1 or None")
         check_choice(self, "method", ("rtn", "gptq", "awq"))
-        if not isinstance(self.symmetric, bool):
-            raise ConfigError("WeightOnly.symmetric must be true or false")
-        if self.symmetric and self.bits == 1:
-            raise ConfigError("1-bit symmetric has no levels; use bits>=2 or a binary config")
+        check_choice(self, "clip", (None, "mse", "none"))
+        check_choice(self, "rounding", ("nearest", "floor", "stochastic"))
+        for name in ("symmetric", "actorder", "packed"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"WeightOnly.{name} must be true or false")
+        check_range(self, "percdamp", 0.0, 1.0, lo_open=True)
+        check_int(self, "blocksize", 1)
+        check_int(self, "max_batches", 1, optional=True)
+        if not self.symmetric and self.bits == 1:
+            raise ConfigError("1-bit is binary and symmetric only; use symmetric=True")
+        if self.packed and self.bits not in (1, 2, 4, 8):
+            raise ConfigError("WeightOnly.packed needs bits in 1, 2, 4, 8")
