@@ -19,7 +19,8 @@ SKIP = {"common.py", "run_all.py"}
 
 
 def scripts() -> list[Path]:
-    return sorted(p for p in HERE.glob("*.py") if p.name not in SKIP and not p.name.startswith("_"))
+    return sorted(p for p in HERE.glob("*.py") if p.name not in SKIP
+                  and not p.name.startswith("_") and not p.stem.endswith("common"))
 
 
 def render() -> Path:
