@@ -41,31 +41,26 @@ def knob_of(cfg: Config) -> Knob | None:
 
 
 def gentler(cfg: Config, knob: Knob, passed: float | None, failed: float) -> float | int | None:
-    """The next setting to try between the last passing and the last failing ones."""
-    if knob.kind == "float":
-        lo = knob.gentlest if passed is None else passed
-        mid = (lo + failed) / 2
-        return round(mid, 4) if abs(failed - lo) > 0.01 else None
-    ladder = knob.ladder
-    i_fail = _index(ladder, failed)
-    i_pass = -1 if passed is None else _index(ladder, passed)
-    if i_fail - i_pass <= 1:
-        return None
-    return ladder[(i_pass + i_fail + 1) // 2]
+    """The next setting to try between the last passing (or gentlest) and failing ones."""
+    return _between(knob, passed, failed)
 
 
 def harsher(cfg: Config, knob: Knob, passed: float, failed: float | None) -> float | int | None:
     """The next setting to try beyond a passing one (mode="max")."""
+    return _between(knob, passed, failed)
+
+
+def _between(knob: Knob, lo: float | None, hi: float | None) -> float | int | None:
+    """Midpoint between a gentler setting ``lo`` (None: the gentlest end) and a harsher
+    ``hi`` (None: the harshest end); None when they are adjacent."""
     if knob.kind == "float":
-        hi = knob.harshest if failed is None else failed
-        mid = (passed + hi) / 2
-        return round(mid, 4) if abs(hi - passed) > 0.01 else None
+        a = knob.gentlest if lo is None else lo
+        b = knob.harshest if hi is None else hi
+        return round((a + b) / 2, 4) if abs(b - a) > 0.01 else None
     ladder = knob.ladder
-    i_pass = _index(ladder, passed)
-    i_fail = len(ladder) if failed is None else _index(ladder, failed)
-    if i_fail - i_pass <= 1:
-        return None
-    return ladder[(i_pass + i_fail) // 2]
+    i = -1 if lo is None else _index(ladder, lo)
+    j = len(ladder) if hi is None else _index(ladder, hi)
+    return ladder[(i + j + 1) // 2] if j - i > 1 else None
 
 
 def _index(ladder: tuple[int, ...], value: float) -> int:

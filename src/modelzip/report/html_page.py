@@ -20,11 +20,9 @@ def _table(cols: list[str], rows: list[list[Any]]) -> str:
 
 
 def _v(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return html.escape(str(v))
+    from .report import fmt_value
+
+    return html.escape(fmt_value(v))
 
 
 def page(rep: Any, images: dict[str, str]) -> str:

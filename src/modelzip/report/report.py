@@ -4,7 +4,6 @@ layer sensitivity; as a rich table, PNG plots, and one self-contained HTML file.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import os
 import tempfile
@@ -57,7 +56,7 @@ class Report:
         t.add_column("figure")
         t.add_column("value", justify="right")
         for k, v in self.summary.items():
-            t.add_row(k, _fmt(v))
+            t.add_row(k, fmt_value(v))
         return t
 
     def figures(self) -> dict[str, bytes]:
@@ -89,12 +88,13 @@ class Report:
         return Path(path)
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A figure as text: 4 significant digits for floats, thousands separators for ints."""
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
-    return html.unescape(str(v))
+    return str(v)
 
 
 def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any = None,
