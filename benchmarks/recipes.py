@@ -129,7 +129,7 @@ def run_one(name: str) -> list:
 def main() -> None:
     torch.set_num_threads(1)
     names = sys.argv[1:] or sorted(mz.pipeline.builtin_recipes())
-    partial = RESULTS / "recipes.partial.json"
+    partial = RESULTS / "recipes.partial"
     rows = json.loads(partial.read_text()) if partial.exists() else {}
     notes = []
     for name in names:

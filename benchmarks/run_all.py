@@ -31,6 +31,8 @@ def render() -> Path:
              " and speed ratios are measured side by side in one run.", ""]
     for path in sorted((HERE / "results").glob("*.json")):
         r = json.loads(path.read_text())
+        if not isinstance(r, dict) or "title" not in r or "tables" not in r:
+            continue  # not a benchmark result (e.g. a partial run's state)
         m = r.get("machine", {})
         lines += [f"## {r['title']}", "",
                   f"`benchmarks/{r['name']}.py` - {r['date']} - {m.get('cpu', '?')}, "

@@ -12,6 +12,9 @@ import modelzip as mz
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
+# tiny models: one thread is faster than two and immune to oversubscription
+torch.set_num_threads(1)
+
 
 def data_root() -> Path | None:
     env = os.environ.get("MODELZIP_DATA")
