@@ -93,6 +93,8 @@ class CausalSelfAttention(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         values = state.tolist() if isinstance(state, torch.Tensor) else state
+        if isinstance(values, dict):  # files written before the state became a tensor
+            values = [values.get("n_head"), values.get("head_dim")]
         if not (isinstance(values, (list, tuple)) and len(values) == 2
                 and all(isinstance(v, int) and v > 0 for v in values)):
             from ..errors import FormatError
