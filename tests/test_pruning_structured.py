@@ -213,3 +213,12 @@ def test_warns_when_nothing_can_be_pruned():
     with pytest.warns(UserWarning, match="nothing could be pruned"):
         mz.prune(model, mz.Structured(0.5), example_inputs=torch.randn(2, 4))
     assert model[0].out_features == 3
+
+
+def test_attention_state_from_older_files():
+    """Files written before the attention state became a tensor stored it as a dict."""
+    att = _gpt().blocks[0].attn
+    att.set_extra_state({"n_head": 2, "head_dim": 16})
+    assert (att.n_head, att.head_dim) == (2, 16)
+    with pytest.raises(mz.errors.FormatError):
+        att.set_extra_state({"n_head": 0})
