@@ -530,7 +530,9 @@ def _build(arch: Any, stored: int) -> nn.Module:
             with torch.device("meta"):
                 probe = from_arch(arch)
             need = sum(t.numel() for t in probe.state_dict().values())
-            _need(need <= 2 * stored + 4096, "the architecture does not match the tensors")
+            # structured pruning legitimately stores far fewer values than the recorded
+            # (unpruned) architecture: 90% of channels removed keeps ~1% of a layer
+            _need(need <= 256 * stored + 65536, "the architecture does not match the tensors")
         return from_arch(arch)
     except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
         raise FormatError(f"cannot build the recorded architecture: {exc}") from None
