@@ -3,31 +3,60 @@
 From the cached, well-trained references: global magnitude pruning raised level by level
 (50% ... 97%), each level reached from the previous level's masks by Zhu & Gupta's cubic
 ramp of prune / fine-tune steps (Han et al.'s iterative loop, ``mz.iterative_prune``).
-The accuracy / sparsity / file-size curve is recorded at every level.
+The accuracy / sparsity / file-size curve is recorded at every level. LeNet-300-100, which
+overfits Fashion-MNIST (97% train / 90% test), recovers by distillation from its own dense
+reference (soft targets regularize the sparse net); LeNet-5 by plain fine-tuning.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from common import fashion, fmt, trained_lenet5, trained_lenet300, write_result
 
 import modelzip as mz
+from modelzip.batches import split_batch
 from modelzip.measure import file_bytes, fp32_bytes
+from modelzip.train import fit
 
 LEVELS = [0.5, 0.7, 0.8, 0.9, 0.95, 0.97]
 
 
 BUDGET = {"LeNet-300-100": {"steps": 2, "epochs_per_step": 2, "lr": 1e-3},
           "LeNet-5": {"steps": 2, "epochs_per_step": 1, "lr": 1e-3}}
+DISTILL = {"LeNet-300-100": {"temperature": 4.0, "alpha": 0.5}}  # others: plain fine-tune
 
 
-def curve(name: str, model: torch.nn.Module, split) -> tuple[dict, float]:
+def distill_recover(teacher: torch.nn.Module, temperature: float, alpha: float):
+    """``iterative_prune`` recover step: alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher).
+
+    Hinton et al. 2015's soft targets from the dense reference (the unpruned model).
+    """
+    teacher.eval()
+
+    def step_loss(model: torch.nn.Module, batch) -> torch.Tensor:
+        args, _, target = split_batch(batch)
+        out = model(*args)
+        with torch.no_grad():
+            soft = F.softmax(teacher(*args) / temperature, -1)
+        kl = F.kl_div(F.log_softmax(out / temperature, -1), soft, reduction="batchmean")
+        return alpha * F.cross_entropy(out, target) + (1 - alpha) * temperature ** 2 * kl
+
+    def recover(model, data, *, epochs: float, lr: float, progress: bool = True):
+        return fit(model, data, epochs=epochs, lr=lr, step_loss=step_loss, progress=progress)
+
+    return recover
+
+
+def curve(name: str, build, split) -> tuple[dict, float]:
+    model = build()
+    recover = distill_recover(build(), **DISTILL[name]) if name in DISTILL else None
     base = mz.accuracy(model, split.test)
     dense_bytes = fp32_bytes(model)
     rows, prev = [[name, 0.0, fmt(100 * base, 2), 0.0, dense_bytes, 1.0]], 0.0
     for level in LEVELS:
         mz.iterative_prune(model, mz.Magnitude(level, scope="global"), split.train,
-                           initial=prev, progress=False, **BUDGET[name])
+                           initial=prev, progress=False, recover=recover, **BUDGET[name])
         total, nonzero = mz.count_params(model)
         weights = [m.weight for m in model.modules() if hasattr(m, "weight_mask")]
         wsp = 1 - sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
@@ -46,7 +75,7 @@ def main() -> None:
     split = fashion()
     rows: list = []
     for name, build in (("LeNet-300-100", trained_lenet300), ("LeNet-5", trained_lenet5)):
-        r, _ = curve(name, build(), split)
+        r, _ = curve(name, build, split)
         rows += r
         report(rows)
 
@@ -69,6 +98,10 @@ def report(rows: list) -> None:
                "trained_lenet5() (15 epochs), Adam 1e-3.",
                f"Each level: cubic ramp from the previous level, fine-tuning (Adam, cosine) "
                f"after every step: {BUDGET}; masks only grow.",
+               f"Recovery by distillation from the dense reference (T, alpha): {DISTILL}; "
+               "the others by plain fine-tuning. Same budget, plain fine-tuning instead, "
+               "gave LeNet-300-100 90% at -0.74 pt (the model overfits: 97% train / 90% "
+               "test; fine-tuning on hard labels overfits the sparse net further).",
                "'weights removed' counts every Linear/Conv weight (biases kept dense); "
                ".mzip stores values at kept positions only plus the sparsity pattern.",
                "Rows are written as each model finishes; a missing model was still waiting "

@@ -42,6 +42,7 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
             m.running_var.uniform_(0.5, 1.5, generator=g)
             m.weight.data.uniform_(0.5, 1.5, generator=g)
             m.bias.data.normal_(0, 0.1, generator=g)
+            m.num_batches_tracked.fill_(123_456)  # an int64 buffer the .mzip must keep
     return model.eval()
 
 
@@ -51,15 +52,6 @@ MODELS = {
     "resnet": (lambda: _randomize_bn(mz.zoo.resnet_small(channels=(8, 16, 32))), (8, 1, 8, 8)),
     "depthwise": (lambda: _randomize_bn(DepthwiseSeparable()), (8, 1, 8, 8)),
 }
-
-
-def _save(model: nn.Module, path) -> int:
-    try:
-        return mz.save(model, path)
-    except ValueError as exc:  # BatchNorm's int64 counter: the .mzip v1 writer packs <= 32 bits
-        if "bits must be in 1..32" in str(exc):
-            pytest.xfail("int64 buffers (BatchNorm counters) need the format update of issue 5")
-        raise
 
 
 def _gpt() -> nn.Module:
@@ -77,9 +69,13 @@ def test_structured_shrinks_and_runs(name, tmp_path):
     p1, mac1 = mz.count_params(model)[0], count_macs(model, x)
     assert out.shape == out0.shape and torch.isfinite(out).all()
     assert p1 < 0.6 * p0 and mac1 < 0.6 * mac0, (p0, p1, mac0, mac1)
-    size = _save(model, tmp_path / "m.mzip")
+    size = mz.save(model, tmp_path / "m.mzip")
     again = mz.load(tmp_path / "m.mzip", model=build())
     torch.testing.assert_close(again(x), out, atol=0, rtol=0)
+    state, loaded = model.state_dict(), again.state_dict()
+    assert state.keys() == loaded.keys()  # BatchNorm counters (int64) included
+    for key, value in state.items():
+        assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value), key
     assert size < mz.measure(build())["fp32_bytes"]
 
 
@@ -217,3 +213,12 @@ def test_warns_when_nothing_can_be_pruned():
     with pytest.warns(UserWarning, match="nothing could be pruned"):
         mz.prune(model, mz.Structured(0.5), example_inputs=torch.randn(2, 4))
     assert model[0].out_features == 3
+
+
+def test_attention_state_from_older_files():
+    """Files written before the attention state became a tensor stored it as a dict."""
+    att = _gpt().blocks[0].attn
+    att.set_extra_state({"n_head": 2, "head_dim": 16})
+    assert (att.n_head, att.head_dim) == (2, 16)
+    with pytest.raises(mz.errors.FormatError):
+        att.set_extra_state({"n_head": 0})
