@@ -40,7 +40,7 @@ def coder_table(path: Path) -> list[list[Any]]:
     return [[role, *[v[n] for n in ["raw", *names]]] for role, v in totals.items()], names
 
 
-def run(name: str, title: str, trained: Any, fresh: Any, sparsity: dict[str, float],
+def run(name: str, title: str, trained: Any, fresh: Any, sparsity: float | dict[str, float],
         anchors: list[str], paper: dict[str, float], epochs: float, steps: int = 4,
         conv_bits: int = 8, fc_bits: int = 5, recover_epochs: float = 0.0,
         cluster_epochs: float | None = None) -> None:
@@ -93,7 +93,8 @@ def run(name: str, title: str, trained: Any, fresh: Any, sparsity: dict[str, flo
     ], anchors=anchors, notes=[
         f"headline: {ratio:.1f}x at {drop:.2f} points drop (target >= {paper['target']}x, "
         f"<= 0.5 points): {'met' if ratio >= paper['target'] and drop <= 0.5 else 'NOT met'}",
-        f"sparsity per layer {sparsity}; {1 << conv_bits} clusters for conv, {1 << fc_bits} "
+        f"sparsity {sparsity} (a float ranks all weights globally; per layer: see the "
+        f"table); {1 << conv_bits} clusters for conv, {1 << fc_bits} "
         f"for fc; {steps} prune steps x {epochs} epoch(s), recovery {recover_epochs} "
         f"epoch(s), centroid fine-tune {cluster_epochs or epochs} epoch(s); pipeline time "
         f"{minutes:.1f} min on a shared 2-core CPU",

@@ -52,7 +52,7 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
                      evaluate: Callable[[nn.Module], float] | None = None,
                      sparsity: float | dict[str, float] = 0.92, steps: int = 4,
                      prune_epochs: float = 1.0, prune_lr: float = 1e-3,
-                     recover_epochs: float = 0.0,
+                     recover_epochs: float = 0.0, weight_decay: float = 0.0,
                      conv_bits: int = 8, fc_bits: int = 5, cluster_epochs: float = 1.0,
                      cluster_lr: float = 1e-4, init: str = "linear",
                      path: str | os.PathLike | None = None, progress: bool = True,
@@ -63,7 +63,8 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
     ``history`` holds one record per stage (``stage``, ``metric`` when ``evaluate`` is
     given, and ``file_bytes`` for the saved file when ``path`` is given).
     ``recover_epochs`` adds one longer fine-tune (cosine-decayed from ``prune_lr``)
-    after the last pruning step. ``on_stage(name, model)`` is called after pruning
+    after the last pruning step; ``weight_decay`` (AdamW) regularises the pruning
+    fine-tunes. ``on_stage(name, model)`` is called after pruning
     ("pruned") and after the centroid fine-tune ("clustered"), e.g. to save each stage.
     """
     _check(sparsity, steps, conv_bits, fc_bits)
@@ -78,10 +79,12 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
     record("baseline")
     for i, s in enumerate(cubic_schedule(1.0, steps)):
         _prune_step(model, sparsity, s)
-        finetune(model, train_data, epochs=prune_epochs, lr=prune_lr, progress=progress)
+        finetune(model, train_data, epochs=prune_epochs, lr=prune_lr, progress=progress,
+                 weight_decay=weight_decay)
         record(f"prune {i + 1}/{steps}", fraction_of_target=s)
     if recover_epochs > 0:  # a longer decaying-lr recovery once the final masks are set
-        finetune(model, train_data, epochs=recover_epochs, lr=prune_lr, progress=progress)
+        finetune(model, train_data, epochs=recover_epochs, lr=prune_lr, progress=progress,
+                 weight_decay=weight_decay)
         record("recover")
     if on_stage is not None:
         on_stage("pruned", model)
