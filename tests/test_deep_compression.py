@@ -34,3 +34,19 @@ def test_pipeline_stages_sparsity_codes_and_file(digits, tmp_path):
 def test_pipeline_rejects_bad_settings(kw):
     with pytest.raises(mz.ConfigError):
         mz.deep_compression(mz.zoo.lenet5(image_size=8), [], progress=False, **kw)
+
+
+def test_distillation_recovery_trains_and_keeps_masks(digits):
+    torch.manual_seed(0)
+    m = mz.zoo.lenet300(in_features=64)
+    teacher = mz.zoo.lenet300(in_features=64)
+    train = list(digits.train)[:4]
+    before = m[1].weight.detach().clone()
+    mz.deep_compression(m, train, sparsity=0.8, steps=1, prune_epochs=1, fc_bits=3,
+                        cluster_epochs=1, teacher=teacher, progress=False)
+    kept = m[1].weight_mask
+    ws = [m[i].weight for i in (1, 3, 5)]
+    zeros = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+    assert abs(zeros - 0.8) < 0.01  # global ranking: 80% over all layers
+    assert kept.any() and not torch.allclose(m[1].weight[kept], before[kept])
+    assert (m[1].weight[~kept] == 0).all() and len(torch.unique(m[1].weight[kept])) <= 8
