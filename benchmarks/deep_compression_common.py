@@ -43,7 +43,8 @@ def coder_table(path: Path) -> list[list[Any]]:
 def run(name: str, title: str, trained: Any, fresh: Any, sparsity: float | dict[str, float],
         anchors: list[str], paper: dict[str, float], epochs: float, steps: int = 4,
         conv_bits: int = 8, fc_bits: int = 5, recover_epochs: float = 0.0,
-        cluster_epochs: float | None = None) -> None:
+        cluster_epochs: float | None = None, distill: dict[str, float] | None = None
+        ) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     split = fashion()
@@ -55,7 +56,8 @@ def run(name: str, title: str, trained: Any, fresh: Any, sparsity: float | dict[
     work = copy.deepcopy(model)
     mz.deep_compression(work, split.train, sparsity=sparsity, steps=steps,
                               prune_epochs=epochs, conv_bits=conv_bits, fc_bits=fc_bits,
-                              recover_epochs=recover_epochs,
+                              recover_epochs=recover_epochs, **({} if distill is None else
+                                 {"teacher": copy.deepcopy(model), **distill}),
                               cluster_epochs=cluster_epochs or epochs, progress=False,
                               on_stage=lambda stage, m: _stages.setdefault(
                                   stage, _stage(m, fresh, tmp / f"{stage}.mzip", split.test,
@@ -98,6 +100,8 @@ def run(name: str, title: str, trained: Any, fresh: Any, sparsity: float | dict[
         f"for fc; {steps} prune steps x {epochs} epoch(s), recovery {recover_epochs} "
         f"epoch(s), centroid fine-tune {cluster_epochs or epochs} epoch(s); pipeline time "
         f"{minutes:.1f} min on a shared 2-core CPU",
+        f"fine-tunes distill from the dense reference: {distill}" if distill else
+        "fine-tunes use the labels only (no distillation)",
         "clustered stages store biases and codebooks as fp16 (half=True); the pruning-only "
         "stage stores fp32 values. Ratio = fp32 bytes of all weights and biases over the "
         "whole .mzip file (container, manifest, every stream).",
