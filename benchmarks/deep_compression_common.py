@@ -40,9 +40,11 @@ def coder_table(path: Path) -> list[list[Any]]:
     return [[role, *[v[n] for n in ["raw", *names]]] for role, v in totals.items()], names
 
 
-def run(name: str, title: str, trained: Any, fresh: Any, sparsity: dict[str, float],
+def run(name: str, title: str, trained: Any, fresh: Any, sparsity: float | dict[str, float],
         anchors: list[str], paper: dict[str, float], epochs: float, steps: int = 4,
-        conv_bits: int = 8, fc_bits: int = 5) -> None:
+        conv_bits: int = 8, fc_bits: int = 5, recover_epochs: float = 0.0,
+        cluster_epochs: float | None = None, distill: dict[str, float] | None = None
+        ) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     split = fashion()
@@ -54,7 +56,9 @@ def run(name: str, title: str, trained: Any, fresh: Any, sparsity: dict[str, flo
     work = copy.deepcopy(model)
     mz.deep_compression(work, split.train, sparsity=sparsity, steps=steps,
                               prune_epochs=epochs, conv_bits=conv_bits, fc_bits=fc_bits,
-                              cluster_epochs=epochs, progress=False,
+                              recover_epochs=recover_epochs, **({} if distill is None else
+                                 {"teacher": copy.deepcopy(model), **distill}),
+                              cluster_epochs=cluster_epochs or epochs, progress=False,
                               on_stage=lambda stage, m: _stages.setdefault(
                                   stage, _stage(m, fresh, tmp / f"{stage}.mzip", split.test,
                                                 entropy="none", half=stage == "clustered")))
@@ -91,9 +95,13 @@ def run(name: str, title: str, trained: Any, fresh: Any, sparsity: dict[str, flo
     ], anchors=anchors, notes=[
         f"headline: {ratio:.1f}x at {drop:.2f} points drop (target >= {paper['target']}x, "
         f"<= 0.5 points): {'met' if ratio >= paper['target'] and drop <= 0.5 else 'NOT met'}",
-        f"sparsity per layer {sparsity}; {1 << conv_bits} clusters for conv, {1 << fc_bits} "
-        f"for fc; {steps} prune steps x {epochs} epoch(s), centroid fine-tune {epochs} "
-        f"epoch(s); pipeline time {minutes:.1f} min on a shared 2-core CPU",
+        f"sparsity {sparsity} (a float ranks all weights globally; per layer: see the "
+        f"table); {1 << conv_bits} clusters for conv, {1 << fc_bits} "
+        f"for fc; {steps} prune steps x {epochs} epoch(s), recovery {recover_epochs} "
+        f"epoch(s), centroid fine-tune {cluster_epochs or epochs} epoch(s); pipeline time "
+        f"{minutes:.1f} min on a shared 2-core CPU",
+        f"fine-tunes distill from the dense reference: {distill}" if distill else
+        "fine-tunes use the labels only (no distillation)",
         "clustered stages store biases and codebooks as fp16 (half=True); the pruning-only "
         "stage stores fp32 values. Ratio = fp32 bytes of all weights and biases over the "
         "whole .mzip file (container, manifest, every stream).",

@@ -16,14 +16,17 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .batches import split_batch
 from .clustering import Cluster
 from .errors import ConfigError
 from .io.mzip import save
 from .pruning import Magnitude, cubic_schedule
 from .select import weight_layers
-from .train import finetune
+from .train import finetune, fit
 from .verbs import cluster, prune
 
 CONV = ("Conv1d", "Conv2d")
@@ -35,6 +38,26 @@ def _prune_step(model: nn.Module, sparsity: float | dict[str, float], frac: floa
             prune(model, Magnitude(sparsity=s * frac, targets=[fqn]))
     else:
         prune(model, Magnitude(sparsity=sparsity * frac, scope="global"))
+
+
+def _recover(model: nn.Module, data: Iterable[Any], teacher: nn.Module | None,
+             temperature: float, alpha: float, **kw: Any) -> None:
+    """Fine-tune; with a ``teacher``, by distillation (Hinton et al. 2015): alpha * CE +
+    (1 - alpha) * T^2 * KL(teacher || model) on soft targets at temperature T."""
+    if teacher is None:
+        finetune(model, data, **kw)
+        return
+    teacher.eval()
+
+    def step_loss(m: nn.Module, batch: Any) -> torch.Tensor:
+        args, _, target = split_batch(batch)
+        out = m(*args)
+        with torch.no_grad():
+            soft = F.softmax(teacher(*args) / temperature, -1)
+        kl = F.kl_div(F.log_softmax(out / temperature, -1), soft, reduction="batchmean")
+        return alpha * F.cross_entropy(out, target) + (1 - alpha) * temperature ** 2 * kl
+
+    fit(model, data, step_loss=step_loss, **kw)
 
 
 def _check(sparsity: Any, steps: int, conv_bits: int, fc_bits: int) -> None:
@@ -52,6 +75,9 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
                      evaluate: Callable[[nn.Module], float] | None = None,
                      sparsity: float | dict[str, float] = 0.92, steps: int = 4,
                      prune_epochs: float = 1.0, prune_lr: float = 1e-3,
+                     recover_epochs: float = 0.0, weight_decay: float = 0.0,
+                     teacher: nn.Module | None = None, temperature: float = 4.0,
+                     alpha: float = 0.5,
                      conv_bits: int = 8, fc_bits: int = 5, cluster_epochs: float = 1.0,
                      cluster_lr: float = 1e-4, init: str = "linear",
                      path: str | os.PathLike | None = None, progress: bool = True,
@@ -61,8 +87,12 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
 
     ``history`` holds one record per stage (``stage``, ``metric`` when ``evaluate`` is
     given, and ``file_bytes`` for the saved file when ``path`` is given).
-    ``on_stage(name, model)`` is called after pruning ("pruned") and after the centroid
-    fine-tune ("clustered"), e.g. to save each stage.
+    ``recover_epochs`` adds one longer fine-tune (cosine-decayed from ``prune_lr``)
+    after the last pruning step; ``weight_decay`` (AdamW) regularises the pruning
+    fine-tunes. With a ``teacher`` (e.g. a copy of the dense model) every fine-tune
+    distills from it (``temperature``, ``alpha``): small models that overfit plain
+    fine-tuning recover better. ``on_stage(name, model)`` is called after pruning
+    ("pruned") and after the centroid fine-tune ("clustered"), e.g. to save each stage.
     """
     _check(sparsity, steps, conv_bits, fc_bits)
     history: list[dict[str, Any]] = []
@@ -76,8 +106,13 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
     record("baseline")
     for i, s in enumerate(cubic_schedule(1.0, steps)):
         _prune_step(model, sparsity, s)
-        finetune(model, train_data, epochs=prune_epochs, lr=prune_lr, progress=progress)
+        _recover(model, train_data, teacher, temperature, alpha, epochs=prune_epochs,
+                 lr=prune_lr, progress=progress, weight_decay=weight_decay)
         record(f"prune {i + 1}/{steps}", fraction_of_target=s)
+    if recover_epochs > 0:  # a longer decaying-lr recovery once the final masks are set
+        _recover(model, train_data, teacher, temperature, alpha, epochs=recover_epochs,
+                 lr=prune_lr, progress=progress, weight_decay=weight_decay)
+        record("recover")
     if on_stage is not None:
         on_stage("pruned", model)
     conv = [f for f, _ in weight_layers(model, Cluster(targets=list(CONV)))]
@@ -85,7 +120,8 @@ def deep_compression(model: nn.Module, train_data: Iterable[Any], *,
         cluster(model, Cluster(clusters=1 << conv_bits, init=init, targets=list(CONV)))
     cluster(model, Cluster(clusters=1 << fc_bits, init=init, ignore=[f"re:{f}" for f in conv]))
     record("cluster")
-    finetune(model, train_data, epochs=cluster_epochs, lr=cluster_lr, progress=progress)
+    _recover(model, train_data, teacher, temperature, alpha, epochs=cluster_epochs,
+             lr=cluster_lr, progress=progress)
     record("cluster + fine-tune")
     if on_stage is not None:
         on_stage("clustered", model)
