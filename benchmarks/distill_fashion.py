@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=3, help="seeds trained in parallel")
     ap.add_argument("--hidden", type=int, default=54)
-    ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--pilot", default=None,
                     help="validation mode: comma list of T/alpha pairs, e.g. 1/0.9,4/0.9")
@@ -223,7 +223,17 @@ def report(args, cfg, teacher, t_acc: float, pairs, rows) -> None:
                "weight_decay": args.weight_decay, "hidden": args.hidden})
 
 
-PILOT_NOTES: list[str] = []
+PILOT_NOTES = [  # --pilot runs: 50K train / 10K validation carved from the training set, seed 0
+    "Settings picked on a validation split (last 10K training images; 30 epochs, seed 0): "
+    "scratch 89.17%; distilled T=1/alpha=0.9 89.50 (+0.33), T=1/alpha=1 89.42 (+0.25), "
+    "T=2/alpha=0.9 89.32 (+0.15), T=4/alpha=0.9 89.31 (+0.14). With random 1-pixel shifts "
+    "in both arms (teacher logits on the shifted images): scratch 89.02, T=4/alpha=0.9 "
+    "89.01 (-0.01). This 42.9K-weight student is capacity-bound (no overfitting by 30 "
+    "epochs: validation accuracy still rising), so soft targets act as little regulariser "
+    "and low temperatures work best.",
+    "Earlier run (MLP 784-50-10, 10 epochs, T=1, alpha=0.9, teacher run per batch): +0.03 "
+    "± 0.15 points.",
+]
 
 if __name__ == "__main__":
     main()
