@@ -78,8 +78,10 @@ REFERENCE = {  # name -> training budget (kept fixed so every benchmark shares o
 }
 
 
-def _cached(name: str, build: Any, train_fn: Any) -> Any:
-    """Load ``name`` from the cache, or train it once (file-locked across processes)."""
+def _cached(name: str, build: Any, train_fn: Any, info: dict[str, Any] | None = None) -> Any:
+    """Load ``name`` from the cache, or train it once (file-locked across processes).
+
+    ``info`` (the training budget) defaults to ``REFERENCE[name]``."""
     import fcntl
 
     import modelzip as mz
@@ -93,7 +95,7 @@ def _cached(name: str, build: Any, train_fn: Any) -> Any:
         torch.manual_seed(0)
         model = build()
         train_fn(model)
-        mz.save(model, path, info={"reference": name, **REFERENCE[name]})
+        mz.save(model, path, info={"reference": name, **(info or REFERENCE[name])})
         return model
 
 

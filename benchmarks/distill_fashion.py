@@ -1,76 +1,212 @@
 """Acceptance 1: a tenth-size MLP student distilled from LeNet-5 on Fashion-MNIST beats the
-same student trained from scratch (same initialisation, data order, epochs and seeds).
+same student trained from scratch (same initialisation, data order, epochs, optimiser and
+seeds; only the loss differs).
 
-Teacher: the cached LeNet-5 (431K weights). Student: MLP 784-50-10 (39.7K weights).
+Teacher: the cached LeNet-5 (431K weights). Student: MLP 784-54-10 (42.9K weights, under
+a tenth). The teacher is frozen and deterministic in eval mode, so its logits on the
+training images are computed once and carried in the batches; the distilled arm then
+minimises exactly ``mz.distill``'s loss (``ops.kd``: alpha * T^2 * KL + (1 - alpha) * CE)
+on ``modelzip.train.fit``, the loop both arms share. Settings were picked on a validation
+split carved from the training set (``--pilot``), then the test figures use all 60K.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import multiprocessing as mp
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
+import torch.nn.functional as F
 from common import fashion, fmt, trained_lenet5, write_result
+from torch.utils.data import DataLoader, TensorDataset
 
 import modelzip as mz
+from modelzip.ops import kd
+from modelzip.train import fit
 from modelzip.zoo.models import count_weights
 
+VAL = 10_000  # the last VAL training images are the validation split in --pilot mode
 
-def run_pair(teacher, cfg: mz.Distillation, seed: int, epochs: int, lr: float,
-             hidden: int) -> tuple[float, float]:
-    """(scratch accuracy, distilled accuracy) of one seed: same init, same data order."""
-    torch.manual_seed(seed)
-    init = mz.zoo.mlp128(hidden=hidden)
-    scratch, student = copy.deepcopy(init), copy.deepcopy(init)
-    mz.train(scratch, fashion(seed=seed).train, epochs=epochs, lr=lr, progress=False)
-    mz.distill(student, teacher, fashion(seed=seed).train, cfg, epochs=epochs, lr=lr,
-               progress=False)
-    test = fashion().test
-    return mz.accuracy(scratch, test), mz.accuracy(student, test)
+
+@torch.no_grad()
+def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(c) for c in x.split(1000)])
+
+
+SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # (dy, dx) pixel shifts
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images moved by (dy, dx) pixels, the uncovered border filled with the background."""
+    if dy == dx == 0:
+        return x
+    bg = float(x.amin())
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), value=bg)
+    return padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
+class Shifted:
+    """Batches (image, label, teacher logits) with a random shift per image and epoch.
+
+    The teacher's logits for every shift are precomputed (``t`` has shape
+    (shifts, N, classes)); the seeded generator fixes order and shifts, so both arms of
+    one seed see identical batches.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, seed: int,
+                 batch_size: int = 128):
+        self.x, self.y, self.t, self.bs = x, y, t, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.bs)
+
+    def __iter__(self):
+        n = len(self.y)
+        perm = torch.randperm(n, generator=self.gen)
+        which = torch.randint(len(self.t), (n,), generator=self.gen)
+        for idx in perm.split(self.bs):
+            k = which[idx]
+            xb = self.x[idx].clone()
+            for j in k.unique().tolist():
+                sel = k == j
+                xb[sel] = shift(xb[sel], *SHIFTS[j])
+            yield xb, self.y[idx], self.t[k, idx]
+
+
+def shifted_logits(teacher: torch.nn.Module, x: torch.Tensor, n_shifts: int) -> torch.Tensor:
+    return torch.stack([logits(teacher, shift(x, *SHIFTS[j])) for j in range(n_shifts)])
+
+
+def step_loss(cfg: mz.Distillation | None):
+    """Cross-entropy (scratch) or the distillation loss of mz.distill (cached teacher)."""
+
+    def step(m: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
+        x, y, t = batch
+        out = m(x)
+        hard = F.cross_entropy(out, y)
+        if cfg is None:
+            return {"loss": hard}
+        soft = kd.soft_target_loss(out, t, cfg.temperature, cfg.loss)
+        return {"loss": kd.mix(hard, soft, cfg.alpha), "soft": soft, "hard": hard}
+
+    return step
+
+
+def train_arm(init_seed: int, data: TensorDataset, cfg: mz.Distillation | None, args,
+              evaluate) -> tuple[torch.nn.Module, list[float]]:
+    """One student: fixed init and shuffling seed, so both arms see the same batches."""
+    torch.manual_seed(init_seed)
+    model = mz.zoo.mlp128(hidden=args.hidden)
+    if isinstance(data, TensorDataset):
+        loader = DataLoader(data, batch_size=128, shuffle=True,
+                            generator=torch.Generator().manual_seed(init_seed))
+    else:  # (x, y, logits per shift): shift augmentation
+        loader = Shifted(*data, seed=init_seed)
+    curve: list[float] = []
+    fit(model, loader, epochs=args.epochs, lr=args.lr, step_loss=step_loss(cfg),
+        weight_decay=args.weight_decay, progress=False,
+        on_epoch=lambda e: curve.append(evaluate(model)) if args.curve else None)
+    return model, curve
+
+
+_JOB: tuple = ()
+
+
+def _seed_pair(seed: int) -> tuple[float, float]:
+    """(scratch, distilled) test accuracy of one seed."""
+    torch.set_num_threads(1)
+    data, cfg, args, acc = _JOB
+    t0 = time.perf_counter()
+    a, b = (acc(train_arm(seed, data, c, args, acc)[0]) for c in (None, cfg))
+    print(f"seed {seed}: scratch {a:.4f} distilled {b:.4f} ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    return a, b
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--hidden", type=int, default=50)
+    ap.add_argument("--jobs", type=int, default=3, help="seeds trained in parallel")
+    ap.add_argument("--hidden", type=int, default=54)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--alpha", type=float, default=0.9)
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--pilot", default=None,
+                    help="validation mode: comma list of T/alpha pairs, e.g. 1/0.9,4/0.9")
+    ap.add_argument("--shifts", type=int, default=1,
+                    help="1 = no augmentation; 5 = random 1-pixel shifts (same in both arms)")
+    ap.add_argument("--skip-scratch", action="store_true", help="pilot: distilled arms only")
+    ap.add_argument("--curve", action="store_true", help="print accuracy after every epoch")
     args = ap.parse_args()
     torch.set_num_threads(1)
     teacher = trained_lenet5()
-    t_acc = mz.accuracy(teacher, fashion().test)
+    split = fashion()
+    x, y = split.train.dataset.tensors
+    t_train = shifted_logits(teacher, x, args.shifts)
+    if args.pilot:
+        return pilot(args, x, y, t_train)
+    xt, yt = split.test.dataset.tensors
+    acc = lambda m: float((logits(m, xt).argmax(1) == yt).float().mean())  # noqa: E731
+    data = TensorDataset(x, y, t_train[0]) if args.shifts == 1 else (x, y, t_train)
     cfg = mz.Distillation(temperature=args.temperature, alpha=args.alpha)
-    student_w = count_weights(mz.zoo.mlp128(hidden=args.hidden))
-    rows, pairs = [], []
-    for seed in range(args.seeds):
+    global _JOB
+    _JOB = (data, cfg, args, acc)
+    # one process per seed (fork shares the precomputed logits; one thread each)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
+        pairs = list(pool.map(_seed_pair, range(args.seeds)))
+    rows = [[seed, fmt(100 * a, 2), fmt(100 * b, 2), fmt(100 * (b - a), 2)]
+            for seed, (a, b) in enumerate(pairs)]
+    report(args, cfg, teacher, acc(teacher), pairs, rows)
+
+
+def pilot(args, x: torch.Tensor, y: torch.Tensor, t_train: torch.Tensor) -> None:
+    """Pick T/alpha on a validation split carved from the training data (one seed)."""
+    data = (TensorDataset(x[:-VAL], y[:-VAL], t_train[0, :-VAL]) if args.shifts == 1
+            else (x[:-VAL], y[:-VAL], t_train[:, :-VAL]))
+    xv, yv = x[-VAL:], y[-VAL:]
+    acc = lambda m: float((logits(m, xv).argmax(1) == yv).float().mean())  # noqa: E731
+    cfgs = [None] * (not args.skip_scratch) + [mz.Distillation(temperature=float(p.split("/")[0]),
+                                     alpha=float(p.split("/")[1])) for p in args.pilot.split(",")]
+    for cfg in cfgs:
         t0 = time.perf_counter()
-        a, b = run_pair(teacher, cfg, seed, args.epochs, args.lr, args.hidden)
-        pairs.append((a, b))
-        print(f"seed {seed}: scratch {a:.4f} distilled {b:.4f} ({time.perf_counter() - t0:.0f} s)")
-        rows.append([seed, fmt(100 * a, 2), fmt(100 * b, 2), fmt(100 * (b - a), 2)])
-    mean = [statistics.mean(x) for x in zip(*pairs)]
+        model, curve = train_arm(0, data, cfg, args, acc)
+        name = "scratch" if cfg is None else f"T={cfg.temperature} alpha={cfg.alpha}"
+        print(f"PILOT epochs={args.epochs} shifts={args.shifts} wd={args.weight_decay} "
+              f"{name}: val {acc(model):.4f} ({time.perf_counter() - t0:.0f} s) "
+              f"curve {[round(c, 4) for c in curve]}",
+              flush=True)
+
+
+def report(args, cfg, teacher, t_acc: float, pairs, rows) -> None:
+    mean = [statistics.mean(v) for v in zip(*pairs)]
     gain = [100 * (b - a) for a, b in pairs]
     spread = statistics.stdev(gain) if len(gain) > 1 else 0.0
-    rows.append(["mean", fmt(100 * mean[0], 2), fmt(100 * mean[1], 2),
+    sd = [100 * statistics.stdev(v) if len(v) > 1 else 0.0 for v in zip(*pairs)]
+    rows.append(["mean ± std", f"{100 * mean[0]:.2f} ± {sd[0]:.2f}",
+                 f"{100 * mean[1]:.2f} ± {sd[1]:.2f}",
                  f"{statistics.mean(gain):.2f} ± {spread:.2f}"])
+    student_w = count_weights(mz.zoo.mlp128(hidden=args.hidden))
+    arch = f"MLP 784-{args.hidden}-10"
     summary = [["LeNet-5 teacher", count_weights(teacher), fmt(100 * t_acc, 2)],
-               [f"MLP 784-{args.hidden}-10 from scratch", student_w, fmt(100 * mean[0], 2)],
-               [f"MLP 784-{args.hidden}-10 distilled", student_w, fmt(100 * mean[1], 2)]]
+               [f"{arch} from scratch", student_w, fmt(100 * mean[0], 2)],
+               [f"{arch} distilled", student_w, fmt(100 * mean[1], 2)]]
     met = statistics.mean(gain) >= 0.5
     print(f"teacher {t_acc:.4f}; mean gain {statistics.mean(gain):.2f} points; target met: {met}")
-    if args.no_write:
-        return
     write_result(
         "distill_fashion", "Distillation on Fashion-MNIST: LeNet-5 teacher, tenth-size MLP student",
         [{"title": "Test accuracy (%), mean over seeds",
           "columns": ["model", "weights", "accuracy %"], "rows": summary},
-         {"title": f"Per seed ({args.epochs} epochs, lr {args.lr}, T={args.temperature}, "
-                   f"alpha={args.alpha}; same init and data order both ways)",
+         {"title": f"Per seed ({args.epochs} epochs, lr {args.lr}, weight decay "
+                   f"{args.weight_decay}, T={args.temperature}, alpha={args.alpha}; same init, "
+                   "data order and optimiser both ways, only the loss differs)",
           "columns": ["seed", "scratch %", "distilled %", "gain (points)"], "rows": rows}],
         anchors=["Hinton, Vinyals & Dean 2015 (MNIST): 146 test errors trained from scratch, "
                  "74 distilled from a large net (T=20).",
@@ -78,14 +214,26 @@ def main() -> None:
                  ">= 0.5 points, same epochs and seeds."],
         notes=[f"Mean gain {statistics.mean(gain):.2f} ± {spread:.2f} points (std over "
                f"{args.seeds} seeds): target {'met' if met else 'NOT met'}.",
-               "T and alpha were picked in a 1-seed pilot with the cached LeNet-300-100 "
-               "teacher (gain over scratch at 3 epochs: T=1/alpha=0.9 +0.26, T=2/0.5 -0.28, "
-               "T=4/0.5 -0.71, T=4/0.9 -0.79, T=8/0.9 -1.74 points; at 10 epochs T=1 +0.26, "
-               "T=2 -0.49): this tiny student gains only from low temperatures.",
                f"Student has {student_w} weights = {student_w / count_weights(teacher):.3f} "
-               "of the teacher's."],
-        extra={"config": cfg.to_dict(), "epochs": args.epochs, "lr": args.lr})
+               "of the teacher's.",
+               "Teacher logits on the training images are computed once (the teacher is "
+               "frozen, eval mode): the distilled arm's loss is mz.distill's (ops.kd) on the "
+               "same training loop (train.fit) as the scratch arm."] + PILOT_NOTES,
+        extra={"config": cfg.to_dict(), "epochs": args.epochs, "lr": args.lr,
+               "weight_decay": args.weight_decay, "hidden": args.hidden})
 
+
+PILOT_NOTES = [  # --pilot runs: 50K train / 10K validation carved from the training set, seed 0
+    "Settings picked on a validation split (last 10K training images; 30 epochs, seed 0): "
+    "scratch 89.17%; distilled T=1/alpha=0.9 89.50 (+0.33), T=1/alpha=1 89.42 (+0.25), "
+    "T=2/alpha=0.9 89.32 (+0.15), T=4/alpha=0.9 89.31 (+0.14). With random 1-pixel shifts "
+    "in both arms (teacher logits on the shifted images): scratch 89.02, T=4/alpha=0.9 "
+    "89.01 (-0.01). This 42.9K-weight student is capacity-bound (no overfitting by 30 "
+    "epochs: validation accuracy still rising), so soft targets act as little regulariser "
+    "and low temperatures work best.",
+    "Earlier run (MLP 784-50-10, 10 epochs, T=1, alpha=0.9, teacher run per batch): +0.03 "
+    "± 0.15 points.",
+]
 
 if __name__ == "__main__":
     main()
