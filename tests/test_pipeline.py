@@ -229,3 +229,13 @@ def test_cli_bad_input_exits_2(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_relative_budget_on_a_negative_metric():
+    """-perplexity is negative: a 5% relative budget allows perplexity 5% worse."""
+    model = mz.zoo.mlp128(in_features=4, num_classes=2)
+    scores = iter([-10.0, -10.4, -10.4, -10.4])
+    res = mz.compress(model, [mz.Magnitude(sparsity=0.5)], evaluate=lambda m: next(scores),
+                      max_drop=0.05, relative=True, progress=False)
+    assert res.metrics["threshold"] == pytest.approx(-10.5)
+    assert res.metrics["skipped_units"] == [] and res.metrics["changed_units"] == []

@@ -96,7 +96,7 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be a positive integer, got {trials!r}")
     base = float(evaluate(model))
-    threshold = base * (1 - max_drop) if relative else base - max_drop
+    threshold = base - max_drop * (abs(base) if relative else 1.0)
     ctx = _Context(evaluate, train_data, calib_data, copy.deepcopy(model).eval(), threshold,
                    None, False, [])
     example = _example(ctx) if objective == "latency" else None

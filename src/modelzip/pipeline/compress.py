@@ -216,7 +216,7 @@ def compress(model: nn.Module, recipe: Recipe | str | list[Any], *, evaluate: Ev
     if mode not in ("meet", "max"):
         raise ConfigError(f"mode must be 'meet' or 'max', got {mode!r}")
     base_metric = float(evaluate(model))
-    threshold = base_metric * (1 - max_drop) if relative else base_metric - max_drop
+    threshold = base_metric - max_drop * (abs(base_metric) if relative else 1.0)
     ctx = _Context(evaluate, train_data, calib_data, teacher or copy.deepcopy(model).eval(),
                    threshold, time.time() + time_budget if time_budget else None, progress,
                    [{"stage": "baseline", "config": None, "metric": base_metric,
