@@ -11,13 +11,10 @@ reference (soft targets regularize the sparse net); LeNet-5 by plain fine-tuning
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from common import fashion, fmt, trained_lenet5, trained_lenet300, write_result
 
 import modelzip as mz
-from modelzip.batches import split_batch
 from modelzip.measure import file_bytes, fp32_bytes
-from modelzip.train import fit
 
 LEVELS = [0.5, 0.7, 0.8, 0.9, 0.95, 0.97]
 
@@ -27,30 +24,10 @@ BUDGET = {"LeNet-300-100": {"steps": 2, "epochs_per_step": 2, "lr": 1e-3},
 DISTILL = {"LeNet-300-100": {"temperature": 4.0, "alpha": 0.5}}  # others: plain fine-tune
 
 
-def distill_recover(teacher: torch.nn.Module, temperature: float, alpha: float):
-    """``iterative_prune`` recover step: alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher).
-
-    Hinton et al. 2015's soft targets from the dense reference (the unpruned model).
-    """
-    teacher.eval()
-
-    def step_loss(model: torch.nn.Module, batch) -> torch.Tensor:
-        args, _, target = split_batch(batch)
-        out = model(*args)
-        with torch.no_grad():
-            soft = F.softmax(teacher(*args) / temperature, -1)
-        kl = F.kl_div(F.log_softmax(out / temperature, -1), soft, reduction="batchmean")
-        return alpha * F.cross_entropy(out, target) + (1 - alpha) * temperature ** 2 * kl
-
-    def recover(model, data, *, epochs: float, lr: float, progress: bool = True):
-        return fit(model, data, epochs=epochs, lr=lr, step_loss=step_loss, progress=progress)
-
-    return recover
-
-
 def curve(name: str, build, split) -> tuple[dict, float]:
     model = build()
-    recover = distill_recover(build(), **DISTILL[name]) if name in DISTILL else None
+    recover = (mz.distill_recovery(build(), mz.Distillation(**DISTILL[name]))
+               if name in DISTILL else None)
     base = mz.accuracy(model, split.test)
     dense_bytes = fp32_bytes(model)
     rows, prev = [[name, 0.0, fmt(100 * base, 2), 0.0, dense_bytes, 1.0]], 0.0

@@ -16,17 +16,15 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .batches import split_batch
 from .clustering import Cluster
+from .distill import Distillation, distill
 from .errors import ConfigError
 from .io.mzip import save
 from .pruning import Magnitude, cubic_schedule
 from .select import weight_layers
-from .train import finetune, fit
+from .train import finetune
 from .verbs import cluster, prune
 
 CONV = ("Conv1d", "Conv2d")
@@ -42,22 +40,12 @@ def _prune_step(model: nn.Module, sparsity: float | dict[str, float], frac: floa
 
 def _recover(model: nn.Module, data: Iterable[Any], teacher: nn.Module | None,
              temperature: float, alpha: float, **kw: Any) -> None:
-    """Fine-tune; with a ``teacher``, by distillation (Hinton et al. 2015): alpha * CE +
-    (1 - alpha) * T^2 * KL(teacher || model) on soft targets at temperature T."""
+    """Fine-tune; with a ``teacher``, by distillation (``mz.distill``: alpha weights the
+    soft targets at temperature T, 1 - alpha the hard labels)."""
     if teacher is None:
         finetune(model, data, **kw)
         return
-    teacher.eval()
-
-    def step_loss(m: nn.Module, batch: Any) -> torch.Tensor:
-        args, _, target = split_batch(batch)
-        out = m(*args)
-        with torch.no_grad():
-            soft = F.softmax(teacher(*args) / temperature, -1)
-        kl = F.kl_div(F.log_softmax(out / temperature, -1), soft, reduction="batchmean")
-        return alpha * F.cross_entropy(out, target) + (1 - alpha) * temperature ** 2 * kl
-
-    fit(model, data, step_loss=step_loss, **kw)
+    distill(model, teacher, data, Distillation(temperature=temperature, alpha=alpha), **kw)
 
 
 def _check(sparsity: Any, steps: int, conv_bits: int, fc_bits: int) -> None:
