@@ -59,14 +59,20 @@ def _values(v: Any, n: int, dtype: torch.dtype, streams: dict[str, bytes], used:
               "bad integer code width")
         _need(len(raw) == packed_nbytes(n, bits), "integer stream has the wrong size")
         codes = unpack(raw, bits, n, signed)
-        if dtype == torch.bool:
-            _need(bool(np.all((codes == 0) | (codes == 1))), "bool tensor holds non-0/1")
-        elif not dtype.is_floating_point:
-            info = torch.iinfo(dtype)
-            _need(codes.size == 0 or (codes.min() >= info.min and codes.max() <= info.max),
-                  "codes outside their dtype")
-        return torch.from_numpy(codes).to(dtype), (bits, signed)
+        return codes_tensor(codes, dtype), (bits, signed)
     raise FormatError(f"unknown value codec {v.get('codec')!r}")
+
+
+def codes_tensor(codes: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Decoded integer codes as a ``dtype`` tensor, refused when they do not fit it
+    (shared by the v1 and v2 readers)."""
+    if dtype == torch.bool:
+        _need(bool(np.all((codes == 0) | (codes == 1))), "bool tensor holds non-0/1")
+    elif not dtype.is_floating_point:
+        info = torch.iinfo(dtype)
+        _need(codes.size == 0 or (codes.min() >= info.min and codes.max() <= info.max),
+              "codes outside their dtype")
+    return torch.from_numpy(codes).to(dtype)
 
 
 def decode_tensors(manifest: dict[str, Any], streams: dict[str, bytes],

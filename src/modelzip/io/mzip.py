@@ -363,13 +363,7 @@ def _decode_values(v: Any, n: int, dtype: torch.dtype, rd: _Reader
         codes = rd.symbols(v.get("data"), bits, n).astype(np.int64, copy=False)
         if signed:
             codes = codes - (1 << (bits - 1))
-        if dtype == torch.bool:
-            _need(bool(np.all((codes == 0) | (codes == 1))), "bool tensor holds non-0/1")
-        elif not dtype.is_floating_point:
-            info = torch.iinfo(dtype)
-            _need(codes.size == 0 or (codes.min() >= info.min and codes.max() <= info.max),
-                  "codes outside their dtype")
-        return torch.from_numpy(codes).to(dtype), (bits, signed)
+        return legacy_v1.codes_tensor(codes, dtype), (bits, signed)
     raise FormatError(f"unknown value codec {v.get('codec')!r}")
 
 
