@@ -222,14 +222,20 @@ def _db_counts(db: Path) -> dict[str, int]:
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, torch, modelzip as mz
+    import sys, time, torch, modelzip as mz
     torch.set_num_threads(1)
     split = mz.data.digits(batch_size=64, train_limit=600)
     train, val = mz.nas.holdout(split.train, 0.25)
     space = mz.nas.space("mlp", split, depth=[1, 2], width=[8, 16, 32],
                          activation=["relu", "tanh"])
+    accuracy = mz.nas.accuracy_on(val)
+
+    def slow_accuracy(model):  # trials long enough that a second worker gets some
+        time.sleep(float(sys.argv[5]) if len(sys.argv) > 5 else 0.0)
+        return accuracy(model)
+
     if __name__ == "__main__":
-        mz.search_architecture(space, evaluate=mz.nas.accuracy_on(val), train_data=train,
+        mz.search_architecture(space, evaluate=slow_accuracy, train_data=train,
                                trials=int(sys.argv[2]), epochs=float(sys.argv[3]),
                                strategy="tpe", storage=sys.argv[1], study="s", progress=False,
                                threads=1, workers=int(sys.argv[4]))
@@ -265,7 +271,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     url = f"sqlite:///{db}"
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    out = subprocess.run([sys.executable, str(script), url, "4", "1", "2"],
+    out = subprocess.run([sys.executable, str(script), url, "10", "1", "2", "0.8"],
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -273,7 +279,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     counted = [t for t in trials if t.state != optuna.trial.TrialState.FAIL]
-    assert len(counted) == 4
+    assert len(counted) == 10
     assert all(t.state.is_finished() for t in counted)
     assert len({t.user_attrs["worker"] for t in counted}) == 2  # both processes worked
 

@@ -20,6 +20,7 @@ import math
 import multiprocessing as mp
 import os
 import pickle
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -297,34 +298,40 @@ def _work(job: _Job, worker: int, study: optuna.Study | None = None,
             continue
 
 
-def _child(payload: bytes, worker: int) -> None:
-    """Entry point of a spawned worker process."""
+def _child(payload_path: str, worker: int) -> None:
+    """Entry point of a spawned worker process. The job comes through a file written by
+    the parent (not through ``Process`` arguments): a large dataset sent down the spawn pipe
+    would block the parent until the child had started and read it."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    job = pickle.loads(payload)
+    with open(payload_path, "rb") as f:
+        job = pickle.load(f)  # our own job object, written by _run_workers just before
     if job.threads:
         torch.set_num_threads(job.threads)
     _work(job, worker)
 
 
 def _run_workers(job: _Job, workers: int, study: optuna.Study, progress: bool) -> None:
-    payload = b""
-    if workers > 1:
-        try:
-            payload = pickle.dumps(job)
-        except Exception as exc:
-            raise ConfigError(f"workers > 1 needs a picklable evaluate, train_data and "
-                              f"teacher (top-level functions, not lambdas): {exc}") from None
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(payload, w)) for w in range(1, workers)]
-    for p in procs:
-        p.start()
-    try:
-        with tqdm(total=job.trials, desc=f"search ({job.strategy})", disable=not progress,
-                  unit="trial") as bar:
-            _work(job, 0, study, bar)
-    finally:
+    with tempfile.TemporaryDirectory(prefix="modelzip-nas-") as tmp:
+        path = os.path.join(tmp, "job.pickle")
+        if workers > 1:
+            try:
+                payload = pickle.dumps(job)
+            except Exception as exc:
+                raise ConfigError(f"workers > 1 needs a picklable evaluate, train_data and "
+                                  f"teacher (top-level functions, not lambdas): {exc}") from None
+            with open(path, "wb") as f:
+                f.write(payload)
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_child, args=(path, w)) for w in range(1, workers)]
         for p in procs:
-            p.join()
+            p.start()
+        try:
+            with tqdm(total=job.trials, desc=f"search ({job.strategy})", disable=not progress,
+                      unit="trial") as bar:
+                _work(job, 0, study, bar)
+        finally:
+            for p in procs:
+                p.join()
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
         raise ModelzipError(f"{len(failed)} worker process(es) failed (exit codes {failed})")
