@@ -140,6 +140,39 @@ def test_cnn_and_gpt_supernets_run():
     assert "d_model" not in net.alpha and "n_layer" in net.alpha
 
 
+def test_cnn_batchnorm_and_gap_head(tmp_path):
+    sp = mz.nas.space("cnn", input_shape=[1, 8, 8], num_classes=10, depth=[2], channels=[4],
+                      kernel=[3], hidden=[8], batchnorm=[False, True], head=["flatten", "gap"])
+    sample = {"depth": 2, "channels_0": 4, "channels_1": 4, "kernel": 3, "hidden": 8,
+              "activation": "relu", "batchnorm": True, "head": "gap"}
+    model = mz.nas.build(sp, sample)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds.count("BatchNorm2d") == 2 and "AdaptiveAvgPool2d" in kinds
+    assert model[-3].in_features == 4  # gap: one feature a channel
+    flat = mz.nas.build(sp, {**sample, "batchnorm": False, "head": "flatten"})
+    assert "BatchNorm2d" not in [type(m).__name__ for m in flat]
+    assert flat[-3].in_features == 4 * 2 * 2
+    model.eval()
+    x = torch.randn(3, 1, 8, 8)
+    mz.save(model, tmp_path / "n.mzip")
+    assert torch.equal(mz.load(tmp_path / "n.mzip")(x), model(x))
+    from modelzip.nas.supernet import SUPERNETS
+    assert SUPERNETS["cnn"](sp)(x).shape == (3, 10)
+    with pytest.raises(mz.ConfigError, match="head"):
+        mz.nas.space("cnn", input_shape=[1, 8, 8], num_classes=10, head=["avg"])
+
+
+def test_single_choice_dimension_may_be_left_out_of_a_sample():
+    sp = mz.nas.space("cnn", input_shape=[1, 8, 8], num_classes=10)
+    s = sp.normalise({"depth": 1, "channels_0": 4, "kernel": 3, "hidden": 16,
+                      "activation": "relu"})
+    assert s["batchnorm"] is False and s["head"] == "flatten"
+    two = mz.nas.space(sp, batchnorm=[False, True])
+    with pytest.raises(mz.ConfigError, match="missing 'batchnorm'"):
+        two.normalise({"depth": 1, "channels_0": 4, "kernel": 3, "hidden": 16,
+                       "activation": "relu"})
+
+
 def test_reinforce_policy_moves_towards_rewarded_choices(tiny_space):
     from modelzip.nas.samplers import ReinforceSampler
 

@@ -51,11 +51,17 @@ def _cnn(space: SearchSpace, s: dict[str, Any]) -> nn.Module:
     plan = conv_plan(space, s["depth"])
     for i, (pool, _) in enumerate(plan):
         out, k = space.layer_value(s, "channels", i), space.layer_value(s, "kernel", i)
-        layers += [nn.Conv2d(chans, out, k, padding=k // 2), activation(s["activation"])]
+        layers.append(nn.Conv2d(chans, out, k, padding=k // 2))
+        if s["batchnorm"]:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(activation(s["activation"]))
         if pool:
             layers.append(nn.MaxPool2d(2))
         chans = out
     size = plan[-1][1]
+    if s["head"] == "gap":  # global average pooling: the classifier sees one value a channel
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        size = 1
     layers += [nn.Flatten(), nn.Linear(chans * size * size, s["hidden"]),
                activation(s["activation"]),
                nn.Linear(s["hidden"], space.fixed["num_classes"])]

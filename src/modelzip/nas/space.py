@@ -26,14 +26,17 @@ import yaml
 from ..errors import ConfigError
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "leaky_relu")
+HEADS = ("flatten", "gap")  # cnn classifier input: all features, or global average pooling
 
-# family -> dimension -> (kind, default choices); kind "int" (positive) or "act"
+# family -> dimension -> (kind, default choices); kind "int" (positive), "act", "bool" or
+# "head". The cnn family's batchnorm/head default to one choice (the original plain net).
 _DIMS: dict[str, dict[str, tuple[str, list[Any]]]] = {
     "mlp": {"depth": ("int", [1, 2, 3]), "width": ("int", [16, 32, 64, 128, 256]),
             "activation": ("act", ["relu", "gelu", "tanh"])},
     "cnn": {"depth": ("int", [1, 2, 3]), "channels": ("int", [4, 8, 16, 32]),
             "kernel": ("int", [3, 5]), "hidden": ("int", [16, 32, 64, 128]),
-            "activation": ("act", ["relu", "gelu"])},
+            "activation": ("act", ["relu", "gelu"]),
+            "batchnorm": ("bool", [False]), "head": ("head", ["flatten"])},
     "tiny_gpt": {"n_layer": ("int", [1, 2, 3]), "d_model": ("int", [32, 64, 96]),
                  "n_head": ("int", [1, 2, 4]), "ffn_mult": ("int", [1, 2, 4]),
                  "activation": ("act", ["gelu", "relu"])},
@@ -97,6 +100,10 @@ class SearchSpace:
             if kind == "act" and v not in ACTIVATIONS:
                 raise ConfigError(f"space.choices.{key}: unknown activation {v!r}; "
                                   f"valid: {ACTIVATIONS}")
+            if kind == "bool" and not isinstance(v, bool):
+                raise ConfigError(f"space.choices.{key}: {v!r} is not true or false")
+            if kind == "head" and v not in HEADS:
+                raise ConfigError(f"space.choices.{key}: unknown head {v!r}; valid: {HEADS}")
 
     def _check_fixed(self) -> None:
         spec = _FIXED[self.family]
@@ -239,6 +246,9 @@ class SearchSpace:
         for name in params:
             key, _, idx = name.rpartition("_")
             if key in self.per_layer and idx.isdigit() and int(idx) >= depth:
+                continue
+            if name not in sample and len(params[name]) == 1:
+                out[name] = params[name][0]  # nothing to choose (older records lack it)
                 continue
             if name not in sample:
                 raise error(f"sample: missing {name!r}")

@@ -102,8 +102,25 @@ class CNNSuper(_Relaxed):
         self.plan = conv_plan(space, space.max_depth)
         self.convs = nn.ModuleList(nn.Conv2d(cin if i == 0 else self.c, self.c, self.k)
                                    for i in range(space.max_depth))
-        self.heads = nn.ModuleList(nn.Linear(self.c * s * s, self.hidden) for _, s in self.plan)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(self.c) for _ in range(space.max_depth))
+        # one classifier input per depth and head choice (flatten: c*s*s features, gap: c)
+        self.heads = nn.ModuleList(
+            nn.ModuleList(nn.Linear(self.c * (s * s if h == "flatten" else 1), self.hidden)
+                          for h in space.choices["head"]) for _, s in self.plan)
         self.out = nn.Linear(self.hidden, space.fixed["num_classes"])
+
+    def norm(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        """Mix of the conv output with and without BatchNorm."""
+        p = self.p("batchnorm")
+        return sum(p[j] * (self.bns[i](z) if bn else z)
+                   for j, bn in enumerate(self.choices["batchnorm"]))
+
+    def head(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Mix of the classifier inputs: flattened features or global average pooling."""
+        p = self.p("head")
+        return sum(p[j] * lin(x.flatten(1) if h == "flatten" else x.mean((2, 3)))
+                   for j, (h, lin) in enumerate(zip(self.choices["head"], self.heads[i],
+                                                    strict=True)))
 
     def kernel_mask(self, name: str) -> torch.Tensor:
         masks = []
@@ -117,10 +134,10 @@ class CNNSuper(_Relaxed):
         zs = []
         for i, (conv, (pool, _)) in enumerate(zip(self.convs, self.plan, strict=True)):
             w = conv.weight * self.kernel_mask(self.pname("kernel", i))
-            x = self.act(F.conv2d(x, w, conv.bias, padding=self.k // 2))
+            x = self.act(self.norm(F.conv2d(x, w, conv.bias, padding=self.k // 2), i))
             x = x * self.mask(self.pname("channels", i), self.c).view(1, -1, 1, 1)
             x = F.max_pool2d(x, 2) if pool else x
-            zs.append(self.act(self.heads[i](x.flatten(1))) * self.mask("hidden", self.hidden))
+            zs.append(self.act(self.head(x, i)) * self.mask("hidden", self.hidden))
         return self.out(self.depth_mix(zs))
 
 
