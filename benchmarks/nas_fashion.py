@@ -19,10 +19,10 @@ from common import RESULTS, fashion, fmt, write_result
 
 import modelzip as mz
 
-TRAIN_LIMIT = 12_000  # Fashion-MNIST slice (2 shared cores); the full 10,000 test images
-BUDGET = {"epochs": 4, "lr": 3e-3}  # the same for every model in the comparison
+TRAIN_LIMIT = 60_000  # all of Fashion-MNIST's training images; the 10,000 test images
+BUDGET = {"epochs": 8, "lr": 3e-3}  # the same for every model in the comparison
 TRIALS = 30
-RETRAIN = 5  # most accurate trials (by validation) retrained with the full budget
+RETRAIN = 3  # most accurate trials (by validation) retrained with the full budget
 
 
 def train_eval(model: torch.nn.Module, train, test, val=None) -> float | tuple[float, float]:
@@ -40,7 +40,8 @@ def main() -> None:
     lenet300 = mz.zoo.lenet300()
     limit = mz.count_params(lenet300)[0] // 10
     space = mz.nas.space("cnn", split, depth=[1, 2, 3], channels=[8, 16, 32],
-                         kernel=[3, 5], hidden=[16, 32, 64], per_layer=["channels"])
+                         kernel=[3, 5], hidden=[16, 32, 64], per_layer=["channels"],
+                         batchnorm=[False, True], head=["flatten", "gap"])
     t0 = time.perf_counter()
     res = mz.search_architecture(
         space, evaluate=mz.nas.accuracy_on(val), train_data=train, trials=TRIALS,
@@ -83,7 +84,7 @@ def main() -> None:
                     winner[0], "yes" if met else "no"]]}],
         anchors=["Issue 8 acceptance 1: at most 1/10 of LeNet-300-100's weights and at "
                  "least its accuracy, both trained with the same budget."],
-        notes=[f"Fashion-MNIST slice: the first {TRAIN_LIMIT:,} training images "
+        notes=[f"Fashion-MNIST: {TRAIN_LIMIT:,} training images "
                f"({len(train.dataset):,} train / {len(val.dataset):,} validation used by the "
                "search); test accuracy on all 10,000 test images.",
                f"Trials train 1 epoch and are scored on the validation split; the {RETRAIN} "
