@@ -160,6 +160,8 @@ def test_cnn_batchnorm_and_gap_head(tmp_path):
     assert SUPERNETS["cnn"](sp)(x).shape == (3, 10)
     with pytest.raises(mz.ConfigError, match="head"):
         mz.nas.space("cnn", input_shape=[1, 8, 8], num_classes=10, head=["avg"])
+    with pytest.raises(mz.ConfigError, match="batchnorm"):
+        mz.nas.space("cnn", input_shape=[1, 8, 8], num_classes=10, batchnorm=[1])
 
 
 def test_single_choice_dimension_may_be_left_out_of_a_sample():
