@@ -15,7 +15,7 @@ from common import REFERENCE, fmt, shakespeare, trained_tiny_gpt, write_result
 import modelzip as mz
 from modelzip.calib import collect
 from modelzip.measure import file_bytes
-from modelzip.ops.sparsity import rowwise_mask, wanda_scores
+from modelzip.ops.sparsity import nm_mask, rowwise_mask, wanda_scores
 from modelzip.pruning.magnitude import magnitude_masks
 from modelzip.pruning.nm import apply_keep
 
@@ -45,6 +45,31 @@ def ablation(base: torch.nn.Module, calib: list, test) -> tuple[list, tuple[floa
             print(rows[-1], flush=True)
     norms = [float(st.l2_norm.max() / st.l2_norm.median()) for st in stats.values()]
     return rows, (min(norms), max(norms))
+
+
+def by_layer_kind(base: torch.nn.Module, calib: list, test) -> list[list]:
+    """2:4 from the dense model's norms: |W| everywhere, |W|*||X|| everywhere, and
+    |W|*||X|| in one kind of layer only (the others |W|): where the input norm helps."""
+    layers = {n: m for n, m in base.named_modules()
+              if isinstance(m, torch.nn.Linear) and n != "head"}
+    stats = collect(base, layers, calib, hessian=False)
+    kinds = sorted({n.split(".", 2)[-1] for n in layers})
+
+    def ppl(wanda: list[str]) -> float:
+        model = copy.deepcopy(base)
+        for name, module in model.named_modules():
+            if name in layers:
+                s = module.weight.detach().abs()
+                if name.split(".", 2)[-1] in wanda:
+                    s = wanda_scores(module.weight, stats[name].l2_norm)
+                apply_keep(module, nm_mask(s, 2, 4))
+        return mz.perplexity(model, test)
+
+    ratio = {k: max(float(st.l2_norm.max() / st.l2_norm.median())
+                    for n, st in stats.items() if n.endswith(k)) for k in kinds}
+    rows = [["none (|W|)", "-", fmt(ppl([]), 3)], ["all", "-", fmt(ppl(kinds), 3)]]
+    rows += [[k, fmt(ratio[k], 1), fmt(ppl([k]), 3)] for k in kinds]
+    return rows
 
 
 def compare(name: str, split) -> tuple[list, dict, list, tuple[float, float]]:
@@ -79,16 +104,18 @@ def compare(name: str, split) -> tuple[list, dict, list, tuple[float, float]]:
                          file_bytes(model), fmt(took, 1)])
             print(rows[-1], flush=True)
     abl, norms = ablation(base, calib, split.test)
-    return rows, ppl, [[steps, *r] for r in abl], norms
+    kinds = by_layer_kind(base, calib, split.test) if name == REFERENCES[-1] else []
+    return rows, ppl, [[steps, *r] for r in abl], norms, kinds
 
 
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     split = shakespeare(128, 32)
-    rows, abl, beat, norms = [], [], {}, {}
+    rows, abl, beat, norms, kind_rows = [], [], {}, {}, []
     for name in REFERENCES:
-        r, ppl, a, norms[name] = compare(name, split)
+        r, ppl, a, norms[name], kinds = compare(name, split)
+        kind_rows = kinds or kind_rows
         rows += r
         abl += a
         beat[name] = {f"{m} {s}": ppl[m, s] < ppl["magnitude", s] for s in ("50%", "2:4")
@@ -101,7 +128,11 @@ def main() -> None:
                       "prune time s"], "rows": rows},
          {"title": "Ablation at 50%: pruning score x comparison group (one shot, no update)",
           "columns": ["training steps", "score", "compared within", "val perplexity"],
-          "rows": abl}],
+          "rows": abl},
+         {"title": f"2:4 on the {REFERENCE[REFERENCES[-1]]['steps']}-step model: Wanda's "
+                   "score in the named kind of layer, |W| in all others (one shot)",
+          "columns": ["layers scored by |W|*||X||", "largest input-norm / median",
+                      "val perplexity"], "rows": kind_rows}],
         anchors=["Llama-2-7B WikiText-2 perplexity (Sun et al. 2023, Wanda paper): dense 5.12; "
                  "50% unstructured: magnitude 14.89, SparseGPT 6.51, Wanda 6.42; 2:4: "
                  "magnitude 54.59, SparseGPT 10.17, Wanda 11.02."],
@@ -109,6 +140,7 @@ def main() -> None:
                  f"{beat[n]}; largest input-norm / median ratio per layer "
                  f"{norms[n][0]:.1f}..{norms[n][1]:.1f}." for n in REFERENCES),
                *(score_note(abl, REFERENCE[n]["steps"]) for n in REFERENCES),
+               kind_note(kind_rows),
                *NOTES,
                "Reference models: benchmarks/common.py trained_tiny_gpt(name) "
                f"({', '.join(f'{n}: {REFERENCE[n]}' for n in REFERENCES)}); every "
@@ -127,6 +159,16 @@ def score_note(abl: list, steps: int) -> str:
     return (f"{steps}-step model, ablation, Wanda's score |W|*||X|| against |W| "
             f"(perplexity), {'; '.join(parts)}; best of the four: "
             f"{'/'.join(min(ppl, key=ppl.get))}.")
+
+
+def kind_note(rows: list[list]) -> str:
+    """Which kinds of layer the input norm helps at 2:4 (lower perplexity than |W|)."""
+    none = float(rows[0][2])
+    helps = [r[0] for r in rows[2:] if float(r[2]) < none]
+    hurts = [r[0] for r in rows[2:] if float(r[2]) > none]
+    return (f"2:4 by kind of layer: Wanda's score helps in {', '.join(helps) or 'none'} and "
+            f"hurts in {', '.join(hurts) or 'none'}; the largest input-norm ratio does not "
+            "predict which.")
 
 
 REFERENCES = ("tiny_gpt_shakespeare", "tiny_gpt_shakespeare_long")
