@@ -170,3 +170,21 @@ def test_hf_gpt2_conv1d_layers():
     assert ((w.t().reshape(w.shape[1], -1, 4) != 0).sum(-1) <= 2).all()
     assert hasattr(model.h[0].attn.c_attn, "weight_mask")
     assert torch.isfinite(model(data[0]).last_hidden_state).all()
+
+
+def test_wanda_layer_group_ranks_the_whole_layer():
+    """group='layer': one threshold per layer on |W|*||X||, so rows differ but the layer
+    loses exactly half; group='row' prunes exactly half of every row."""
+    data = _tokens()
+    model, ref = _gpt(), _gpt()
+    q = ref.blocks[0].attn.q
+    norm = collect(ref, {"q": q}, data, hessian=False)["q"].l2_norm
+    scores = q.weight.detach().abs() * norm
+    mz.prune(model, mz.Wanda(sparsity=0.5, group="layer"), calib_data=data)
+    kept = model.blocks[0].attn.q.weight_mask.bool()
+    assert kept.sum().item() == scores.numel() // 2
+    assert scores[kept].min() >= scores[~kept].max()  # the top half of the whole layer
+    assert kept.float().mean(1).std() > 0  # rows are not all cut equally
+    rows = _gpt()
+    mz.prune(rows, mz.Wanda(sparsity=0.5), calib_data=data)
+    assert torch.all(rows.blocks[0].attn.q.weight_mask.float().mean(1) == 0.5)

@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from ..calib import InputStats, sequential
-from ..config import Config, check_int, check_range, register
+from ..config import Config, check_choice, check_int, check_range, register
+from ..errors import ConfigError
 from ..ops.sparsegpt import sparsegpt
 from ..ops.sparsity import nm_mask, rowwise_mask, wanda_scores
 from ..select import weight_layers
+from .magnitude import magnitude_masks
 from .nm import apply_keep, check_nm
 
 
@@ -59,7 +61,12 @@ def _run(model: nn.Module, cfg: Config, calib_data: Any, prune_layer: Any,
 def _apply_wanda(model: nn.Module, cfg: Wanda, *, calib_data: Any = None, **_: Any) -> None:
     def prune_layer(module: nn.Module, st: InputStats) -> None:
         scores = wanda_scores(_weight(module), st.l2_norm)
-        keep = (nm_mask(scores, cfg.n, cfg.m) if cfg.n else rowwise_mask(scores, cfg.sparsity))
+        if cfg.n:
+            keep = nm_mask(scores, cfg.n, cfg.m)
+        elif cfg.group == "layer":
+            keep = magnitude_masks([scores], cfg.sparsity, "layer")[0]
+        else:
+            keep = rowwise_mask(scores, cfg.sparsity)
         _install(module, keep)
 
     _run(model, cfg, calib_data, prune_layer, hessian=False)
@@ -97,8 +104,18 @@ class Wanda(_Calibrated):
     """Wanda: prune by |W| x input norm within each output row; needs ``calib_data``.
 
     ``sparsity``: fraction removed per row; with ``n``/``m`` keep n of every m inputs.
+    ``group``: where scores compete, ``"row"`` (each output, as published: best for LLMs)
+    or ``"layer"`` (the paper's ablation; better on some small models); N:M is per row.
     ``max_batches``: calibration batches used (all when None).
     """
+
+    group: str = "row"
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice(self, "group", ("row", "layer"))
+        if self.n and self.group != "row":
+            raise ConfigError("Wanda: N:M groups are within rows; leave group='row'")
 
 
 @register(_apply_sparsegpt)
