@@ -85,6 +85,7 @@ def compare(name: str, split) -> tuple[list, dict, list, tuple[float, float]]:
     settings = {
         "50%": [("magnitude", mz.Magnitude(0.5, ignore=ignore)),
                 ("Wanda", mz.Wanda(0.5, ignore=ignore)),
+                ("Wanda, group=layer", mz.Wanda(0.5, group="layer", ignore=ignore)),
                 ("SparseGPT", mz.SparseGPT(0.5, ignore=ignore))],
         "2:4": [("magnitude", mz.NM(2, 4, ignore=ignore)),
                 ("Wanda", mz.Wanda(n=2, m=4, ignore=ignore)),
@@ -118,8 +119,8 @@ def main() -> None:
         kind_rows = kinds or kind_rows
         rows += r
         abl += a
-        beat[name] = {f"{m} {s}": ppl[m, s] < ppl["magnitude", s] for s in ("50%", "2:4")
-                      for m in ("Wanda", "SparseGPT")}
+        beat[name] = {f"{m} {s}": ppl[m, s] < ppl["magnitude", s] for m, s in ppl
+                      if m != "magnitude"}
     write_result(
         "prune_tiny_gpt", "One-shot LLM-style pruning of tiny_gpt (Tiny Shakespeare)",
         [{"title": "Validation perplexity (character level, full validation split), two "
