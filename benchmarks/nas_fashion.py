@@ -116,6 +116,7 @@ def plot(points: list[tuple], limit: int) -> None:
                         textcoords="offset points")
     ax.axvline(limit, color="gray", linestyle=":", label="1/10 of LeNet-300-100")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
     ax.set_xlabel("parameters")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Fashion-MNIST: accuracy against weights (same training budget)")
