@@ -45,14 +45,15 @@ def data_root() -> Path | None:
 
 def write_result(name: str, title: str, tables: list[dict[str, Any]], *,
                  anchors: list[str] | None = None, notes: list[str] | None = None,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """Write one benchmark's figures.
+                 extra: dict[str, Any] | None = None, script: str | None = None) -> Path:
+    """Write one benchmark's figures (``script``: the script's name when it is not
+    ``name``, e.g. a second result of one script).
 
     ``tables``: ``[{"title": str, "columns": [str], "rows": [[value, ...]]}]``.
     ``anchors``: the published figures the issue names, as sentences with sources.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"name": name, "title": title,
+    payload = {"name": name, "script": script or name, "title": title,
                "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": machine(), "tables": tables, "anchors": anchors or [],
                "notes": notes or [], **(extra or {})}

@@ -34,8 +34,9 @@ def render() -> Path:
         if not isinstance(r, dict) or "title" not in r or "tables" not in r:
             continue  # not a benchmark result (e.g. a partial run's state)
         m = r.get("machine", {})
+        script = r.get("script", r["name"])
         lines += [f"## {r['title']}", "",
-                  f"`benchmarks/{r['name']}.py` - {r['date']} - {m.get('cpu', '?')}, "
+                  f"`benchmarks/{script}.py` - {r['date']} - {m.get('cpu', '?')}, "
                   f"{m.get('cores', '?')} cores, torch {m.get('torch', '?')}", ""]
         for t in r.get("tables", []):
             if t.get("title"):
