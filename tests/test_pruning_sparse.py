@@ -143,7 +143,7 @@ def test_hf_bert_wanda_and_sparsegpt():
 
 
 def test_prune_until_stops_at_requirement(digits, trained_mlp):
-    from modelzip.pruning import prune_until
+    from modelzip.pipeline import prune_until
 
     def evaluate(m):
         return mz.accuracy(m, digits.test)

@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import Config, check_choice, check_int, register
 from .errors import UnsupportedModelError
+from .knobs import Knob, ladder_from
 from .ops.kmeans import INITS, kmeans1d
 from .select import weight_layers
 from .state import get_mask, install_reparam, register_reparam, set_bits, uninstall_reparam
@@ -86,3 +87,8 @@ class Cluster(Config):
     def validate(self) -> None:
         check_int(self, "clusters", 2, 1 << 16)
         check_choice(self, "init", INITS)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """Shared values per layer, 256 (gentlest) down to 4."""
+        ladder = ladder_from(self.clusters, (256, 128, 64, 32, 16, 8, 4))
+        return Knob("clusters", ladder[0], ladder[-1], ladder)

@@ -8,17 +8,31 @@ the registry can be named in a file, so loading a recipe never imports arbitrary
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigError
+from .knobs import Knob
 
-# config class name -> config class; config class -> handler
+if TYPE_CHECKING:
+    from torch import nn
+
+# config name -> config class; config class -> handler
 _CONFIGS: dict[str, type[Config]] = {}
 _HANDLERS: dict[type, Callable[..., Any]] = {}
+
+# The packages whose import registers the built-in methods and steps. They are imported
+# on first use of the registry, so nothing depends on which module was imported first.
+METHOD_PACKAGES = (
+    "modelzip.pruning", "modelzip.quantization", "modelzip.clustering", "modelzip.distill",
+    "modelzip.pipeline.steps",
+)
 
 
 @dataclass
@@ -32,8 +46,9 @@ class Config:
     targets: list[Any] = field(default_factory=list, kw_only=True)
     ignore: list[Any] = field(default_factory=list, kw_only=True)
 
-    kind: ClassVar[str] = "generic"  # verb family: prune, quantize, clip, cluster, ...
+    kind: ClassVar[str] = "generic"  # verb family: prune, quantize, clip, cluster, step
     default_targets: ClassVar[tuple[str, ...]] = ("Linear", "Conv1d", "Conv2d")
+    name: ClassVar[str | None] = None  # the name in recipes/files (default: class name)
 
     def __post_init__(self) -> None:
         for name in ("targets", "ignore"):
@@ -55,9 +70,31 @@ class Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """This config's strength knob (None: applied as written, never weakened).
+
+        Every method declares it (a test checks); ``model`` lets a knob start from what
+        the model already has (e.g. sparsity cannot go below the zeros already there).
+        """
+        return None
+
+    def at(self, value: Any) -> Config:
+        """A copy of this config at strength ``value`` on its knob."""
+        knob = self.knob()
+        if knob is None:
+            raise ConfigError(f"{type(self).__name__} has no strength knob")
+        current = getattr(self, knob.field)
+        return self.replace(**{knob.field: type(current)(value) if current is not None
+                               else value})
+
+    @classmethod
+    def config_name(cls) -> str:
+        """The name recipes and files use for this config."""
+        return cls.name or cls.__name__
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: ``{"type": ClassName, field: value, ...}``."""
-        out: dict[str, Any] = {"type": type(self).__name__}
+        out: dict[str, Any] = {"type": type(self).config_name()}
         for f in dataclasses.fields(self):
             out[f.name] = _plain(getattr(self, f.name))
         return out
@@ -80,17 +117,30 @@ def register(handler: Callable[..., Any]) -> Callable[[type], type]:
     """Class decorator: register a config class and the handler that applies it."""
 
     def deco(cls: type) -> type:
-        if cls.__name__ in _CONFIGS and _CONFIGS[cls.__name__] is not cls:
-            raise ConfigError(f"config name {cls.__name__} registered twice")
-        _CONFIGS[cls.__name__] = cls
+        name = cls.config_name()
+        if name in _CONFIGS and _CONFIGS[name].__qualname__ != cls.__qualname__:
+            raise ConfigError(f"config name {name} registered twice")
+        _CONFIGS[name] = cls
         _HANDLERS[cls] = handler
         return cls
 
     return deco
 
 
+def unregister(cls: type) -> None:
+    """Remove a config class from the registry (tests, plug-ins being unloaded)."""
+    _CONFIGS.pop(cls.config_name(), None)
+    _HANDLERS.pop(cls, None)
+
+
+def _load_methods() -> None:
+    for pkg in METHOD_PACKAGES:
+        importlib.import_module(pkg)
+
+
 def registered() -> dict[str, type[Config]]:
-    """The allowlist: config class name -> class."""
+    """The allowlist: config name -> class (built-in methods are loaded on first use)."""
+    _load_methods()
     return dict(_CONFIGS)
 
 
@@ -100,6 +150,7 @@ def handler_for(cfg: Config, kind: str | None = None) -> Callable[..., Any]:
         raise ConfigError(f"expected a modelzip config, got {type(cfg).__name__}")
     if kind is not None and cfg.kind != kind:
         raise ConfigError(f"{type(cfg).__name__} is a '{cfg.kind}' config, not '{kind}'")
+    _load_methods()
     try:
         return _HANDLERS[type(cfg)]
     except KeyError:
@@ -124,7 +175,7 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 def build(name: str, args: dict[str, Any]) -> Config:
     """Instantiate registered config ``name`` with ``args``; unknown names/keys are errors."""
-    cls = _CONFIGS.get(name)
+    cls = registered().get(name) if isinstance(name, str) else None
     if cls is None:
         valid = ", ".join(sorted(_CONFIGS))
         raise ConfigError(f"unknown config '{name}'; valid: {valid}")
@@ -134,6 +185,11 @@ def build(name: str, args: dict[str, Any]) -> Config:
     unknown = sorted(set(args) - names)
     if unknown:
         raise ConfigError(f"{name}: unknown key(s) {unknown}; valid: {sorted(names)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in args
+               and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{name} needs '{missing[0]}'")
     hints = typing.get_type_hints(cls)
     clean = {k: _coerce(name, k, v, hints.get(k)) for k, v in args.items()}
     try:
@@ -143,10 +199,23 @@ def build(name: str, args: dict[str, Any]) -> Config:
 
 
 def _coerce(cname: str, key: str, value: Any, hint: Any) -> Any:
-    """Light coercion for YAML/JSON input: ints accepted where floats are expected."""
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    """Light coercion for YAML/JSON input: ints accepted where floats are expected, and
+    strings such as ``1e-4`` (YAML 1.1 reads exponents without a dot as strings)."""
+    floaty = hint is float or (typing.get_origin(hint) in (typing.Union, type(int | None))
+                               and float in typing.get_args(hint))
+    if floaty and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if floaty and isinstance(value, str):
+        return number_from_text(value) if _NUMBER.fullmatch(value.strip()) else value
     return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def number_from_text(text: str) -> float:
+    """A float from a YAML/CLI string like ``1e-4``."""
+    return float(text.strip())
 
 
 def from_json(text: str) -> Config:
@@ -161,7 +230,7 @@ def check_range(cfg: Config, name: str, lo: float, hi: float, *, lo_open: bool =
                 hi_open: bool = False) -> None:
     """Validate that numeric field ``name`` lies in [lo, hi] (optionally open ends)."""
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ConfigError(f"{type(cfg).__name__}.{name} must be a number, got {value!r}")
     bad = value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi)
     if bad:

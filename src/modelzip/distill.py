@@ -67,6 +67,10 @@ class Distillation(Config):
             raise ConfigError("Distillation selects no layers: drop targets/ignore "
                               "(use features= to match intermediate outputs)")
 
+    def knob(self, model: nn.Module | None = None) -> None:
+        """None: how a student learns has no compression strength."""
+        return None
+
 
 class _Student(nn.Module):
     """The student plus the feature projections trained with it (discarded afterwards)."""

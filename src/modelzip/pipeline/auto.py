@@ -5,19 +5,19 @@ resumes after being stopped and several processes can share one study."""
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..batches import first_input
 from ..config import registered
 from ..errors import ConfigError
 from ..measure import model_latency
-from .compress import CompressionResult, _Context, _result, _run_steps, attempt_bytes
-from .recipe import Recipe, Step
+from .recipe import Recipe
+from .requirement import Evaluate, Requirement
+from .result import CompressionResult, build_result
+from .runner import RunContext, apply_actions, attempt, baseline_record
 
 QUANT_CHOICES = ("none", "w8", "w4", "cluster32", "cluster16")
 
@@ -51,25 +51,6 @@ def _suggest(trial: Any, has_train: bool) -> dict[str, Any]:
     return p
 
 
-def _apply(model: nn.Module, recipe: Recipe, ctx: _Context) -> nn.Module:
-    from ..verbs import apply
-
-    m = copy.deepcopy(model)
-    for stage in recipe.stages:
-        if isinstance(stage, Step):
-            _run_steps(m, [stage], ctx)
-        else:
-            apply(m, stage, calib_data=ctx.calib_data, example_inputs=_example(ctx))
-    return m
-
-
-def _example(ctx: _Context) -> Any:
-    for data in (ctx.calib_data, ctx.train_data):
-        if data is not None:
-            return first_input(data)
-    return None
-
-
 def _constrain(trial: Any, shortfall: float) -> None:
     """Tell the sampler the trial is infeasible when ``shortfall`` > 0."""
     trial.set_user_attr("shortfall", shortfall)
@@ -77,12 +58,13 @@ def _constrain(trial: Any, shortfall: float) -> None:
         trial.set_constraint("metric_shortfall", shortfall)
 
 
-def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
+def auto_compress(model: nn.Module, *, evaluate: Evaluate,
                   max_drop: float, objective: str = "size", trials: int = 20,
                   storage: str | None = None, study: str = "modelzip-auto",
                   train_data: Iterable[Any] | None = None,
                   calib_data: Iterable[Any] | None = None, relative: bool = False,
-                  seed: int = 0, progress: bool = True) -> CompressionResult:
+                  seed: int = 0, progress: bool = True, device: str | None = None
+                  ) -> CompressionResult:
     """Search sparsity x quantization x fine-tuning for the smallest (``objective="size"``)
     or fastest (``"latency"``) model within ``max_drop`` of the baseline metric.
 
@@ -95,11 +77,10 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
         raise ConfigError(f"objective must be 'size' or 'latency', got {objective!r}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be a positive integer, got {trials!r}")
-    base = float(evaluate(model))
-    threshold = base - max_drop * (abs(base) if relative else 1.0)
-    ctx = _Context(evaluate, train_data, calib_data, copy.deepcopy(model).eval(), threshold,
-                   None, False, [])
-    example = _example(ctx) if objective == "latency" else None
+    req = Requirement.of(evaluate, model, max_drop, relative)
+    ctx = RunContext(evaluate, req, train_data, calib_data, copy.deepcopy(model).eval(),
+                     device, progress=False)
+    example = ctx.example() if objective == "latency" else None
     if objective == "latency" and example is None:
         raise ConfigError("objective='latency' needs train_data or calib_data for inputs")
     url = storage or f"sqlite:///{Path.cwd() / 'modelzip-auto.db'}"
@@ -111,26 +92,27 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
 
     def run(trial: Any) -> float:
         params = _suggest(trial, train_data is not None)
-        t0 = time.time()
-        m = _apply(model, recipe_from_params(params), ctx)
-        metric = float(evaluate(m))
-        size = attempt_bytes(m)
-        value = size if objective == "size" else model_latency(m, example, repeats=10)
-        trial.set_user_attr("metric", metric)
-        trial.set_user_attr("bytes", size)
-        _constrain(trial, threshold - metric)
-        trial.set_user_attr("seconds", time.time() - t0)
-        if metric >= threshold:
+        m, att = attempt(model, list(recipe_from_params(params).stages), ctx,
+                         f"trial {trial.number}")
+        value = att.bytes if objective == "size" else model_latency(m, example, repeats=10)
+        trial.set_user_attr("metric", att.metric)
+        trial.set_user_attr("bytes", att.bytes)
+        _constrain(trial, req.threshold - att.metric)
+        trial.set_user_attr("seconds", att.seconds)
+        if att.passed:
             kept.clear()
             kept[trial.number] = m
         return float(value)
 
     st.optimize(run, n_trials=trials, show_progress_bar=progress, catch=())
-    return _auto_result(model, st, kept, ctx, base, threshold)
+    return _auto_result(model, st, kept, ctx)
 
 
-def _auto_result(model: nn.Module, st: Any, kept: dict[int, nn.Module], ctx: _Context,
-                 base: float, threshold: float) -> CompressionResult:
+def _auto_result(model: nn.Module, st: Any, kept: dict[int, nn.Module], ctx: RunContext
+                 ) -> CompressionResult:
+    """The best feasible trial's model (rebuilt when another process found it),
+    re-evaluated against the requirement like every pipeline's final model."""
+    threshold = ctx.requirement.threshold
     done = [t for t in st.trials if t.value is not None]
     feasible = [t for t in done if t.user_attrs.get("metric", -1e30) >= threshold]
     history = [{"stage": f"trial {t.number}", "config": dict(t.params),
@@ -139,16 +121,16 @@ def _auto_result(model: nn.Module, st: Any, kept: dict[int, nn.Module], ctx: _Co
                 "seconds": round(t.user_attrs.get("seconds", 0.0), 3)} for t in done]
     if feasible:
         best_t = min(feasible, key=lambda t: t.value)
+        recipe = recipe_from_params(dict(best_t.params))
         best = kept.get(best_t.number)
         if best is None:  # found by an earlier process: replay its recipe
-            params = dict(best_t.params)
-            best = _apply(model, recipe_from_params(params), ctx)
-        recipe = recipe_from_params(dict(best_t.params))
+            best = apply_actions(copy.deepcopy(model), list(recipe.stages), ctx)
     else:
         best, recipe = copy.deepcopy(model), Recipe([{"evaluate": {}}], name="auto")
-    ctx.history[:] = [{"stage": "baseline", "metric": base, "passed": True,
-                       "bytes": attempt_bytes(model), "config": None, "seconds": 0.0}] + history
-    res = _result(model, best, base, threshold, ctx, "completed", [], recipe)
+    ctx.history[:] = []
+    baseline_record(model, ctx)
+    ctx.history.extend(history)
+    res = build_result(model, best, ctx, "completed", recipe.name)
     res.metrics["trials"] = len(done)
     res.metrics["best_recipe"] = recipe.to_dict()
     return res

@@ -1,10 +1,11 @@
-"""Recipes: ordered stages, each a method config or a step (finetune, distill, evaluate,
-convert), written in Python or YAML and validated strictly against the registry."""
+"""Recipes: ordered stages, each a registered config: a method (Magnitude, WeightOnly...)
+or a step (finetune, distill, evaluate, convert), written in Python or YAML and
+validated strictly against the registry."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,62 +15,22 @@ import yaml
 from ..config import Config, build, registered
 from ..errors import ConfigError
 
-STEPS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "finetune": {"epochs": (int, float), "lr": (int, float), "weight_decay": (int, float)},
-    "distill": {"epochs": (int, float), "lr": (int, float), "temperature": (int, float),
-                "alpha": (int, float), "loss": str},
-    "evaluate": {},
-    "convert": {},
-}
-REQUIRED = {"finetune": ("epochs", "lr"), "distill": ("epochs", "lr")}
-
-
-@dataclass
-class Step:
-    """A non-transform stage: ``finetune``, ``distill``, ``evaluate`` or ``convert``."""
-
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        spec = STEPS.get(self.name)
-        if spec is None:
-            raise ConfigError(f"unknown step '{self.name}'; valid: {', '.join(STEPS)}")
-        unknown = sorted(set(self.args) - set(spec))
-        if unknown:
-            raise ConfigError(f"step '{self.name}': unknown key(s) {unknown}; "
-                              f"valid: {sorted(spec)}")
-        for k in REQUIRED.get(self.name, ()):
-            if k not in self.args:
-                raise ConfigError(f"step '{self.name}' needs '{k}'")
-        for k, v in self.args.items():
-            if isinstance(v, bool) or not isinstance(v, spec[k]):
-                raise ConfigError(f"step '{self.name}': {k}={v!r} has the wrong type")
-            if k in ("epochs", "lr") and v <= 0:
-                raise ConfigError(f"step '{self.name}': {k} must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {self.name: dict(self.args)}
-
-
-Stage = Config | Step
+Stage = Config
 
 
 def parse_stage(item: Any) -> Stage:
-    """A stage from a config/Step object or a one-key mapping ``{Name: {args}}``."""
-    if isinstance(item, (Config, Step)):
+    """A stage from a config object or a one-key mapping ``{Name: {args}}``."""
+    if isinstance(item, Config):
         return item
     if not isinstance(item, dict) or len(item) != 1:
         raise ConfigError(f"a stage must be a one-key mapping like {{Magnitude: {{...}}}}, "
-                          f"got {item!r}")
+                          f"got {str(item)[:80]!r}")
     name, args = next(iter(item.items()))
     args = {} if args is None else args
     if not isinstance(args, dict):
         raise ConfigError(f"stage '{name}': arguments must be a mapping")
-    if name in STEPS:
-        return Step(name, dict(args))
-    if name not in registered():
-        valid = sorted(registered()) + sorted(STEPS)
+    if not isinstance(name, str) or name not in registered():
+        valid = sorted(registered())
         raise ConfigError(f"unknown stage '{name}'; valid: {', '.join(valid)}")
     return build(name, args)
 
@@ -141,8 +102,6 @@ class Recipe:
 
 
 def _stage_dict(stage: Stage) -> dict[str, Any]:
-    if isinstance(stage, Step):
-        return stage.to_dict()
     d = stage.to_dict()
     name = d.pop("type")
     return {name: {k: v for k, v in d.items() if v != [] or k not in ("targets", "ignore")}}

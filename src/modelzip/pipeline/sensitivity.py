@@ -1,8 +1,9 @@
 """Per-layer sensitivity and the per-layer settings derived from it (mixed precision).
 
 The sensitivity of a layer is the metric drop when that layer alone is compressed with
-the given config. Layers that hurt least get harsher settings, at the same overall
-budget (sparsity weighted by layer size; bits moved in steps of one).
+the given config. Layers that hurt least get harsher settings on the config's own knob,
+at the same overall budget (continuous knobs weighted by layer size; ladder knobs such
+as bits moved one rung).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import ConfigError
+from ..knobs import Knob
 from ..select import weight_layers
 from ..verbs import apply
 
@@ -74,18 +76,33 @@ def allocate_bits(sens: dict[str, float], bits: int, spread: int = 1,
     return out
 
 
+def allocate(knob: Knob, value: Any, sens: dict[str, float], sizes: dict[str, int]
+             ) -> dict[str, Any]:
+    """Per-layer settings of ``knob`` around ``value``: a continuous knob keeps the
+    size-weighted mean (robust layers go harsher), a ladder moves one rung each way."""
+    if knob.discrete:
+        names = sorted(sens, key=lambda n: sens[n])  # least sensitive first
+        n = len(names)
+        out = {}
+        for i, name in enumerate(names):
+            third = 3 * i // max(n, 1)
+            shift = 1 if third == 0 and n >= 3 else -1 if third == 2 else 0
+            out[name] = knob.shifted(value, shift)
+        return out
+    lo, hi = knob.gentlest, knob.harshest
+    sign = 1.0 if hi >= lo else -1.0  # mirror a knob whose harsh end is the low one
+    alloc = allocate_sparsity(sens, sizes, sign * (value - lo), sign * (hi - lo))
+    return {k: round(lo + sign * v, 4) for k, v in alloc.items()}
+
+
 def per_layer_configs(model: nn.Module, cfg: Config, evaluate: Callable[[nn.Module], float],
                       *, calib_data: Iterable[Any] | None = None) -> list[Config]:
     """Expand ``cfg`` into one config per layer with sensitivity-allocated strength."""
-    sens = sensitivity(model, cfg, evaluate, calib_data=calib_data)
-    if hasattr(cfg, "sparsity"):
-        sizes = {fqn: m.weight.numel() for fqn, m in weight_layers(model, cfg)}
-        alloc: dict[str, Any] = allocate_sparsity(sens, sizes, cfg.sparsity)
-        field = "sparsity"
-        extra = {"scope": "layer"} if hasattr(cfg, "scope") else {}
-    elif hasattr(cfg, "bits"):
-        alloc, field, extra = allocate_bits(sens, cfg.bits), "bits", {}
-    else:
+    knob = cfg.knob()
+    if knob is None:
         raise ConfigError(f"{type(cfg).__name__} has no per-layer strength to allocate")
-    return [cfg.replace(targets=[f"re:{re.escape(fqn)}"], ignore=[],
-                        **{field: value}, **extra) for fqn, value in alloc.items()]
+    sens = sensitivity(model, cfg, evaluate, calib_data=calib_data)
+    sizes = {fqn: m.weight.numel() for fqn, m in weight_layers(model, cfg)}
+    alloc = allocate(knob, getattr(cfg, knob.field), sens, sizes)
+    return [cfg.at(value).replace(targets=[f"re:{re.escape(fqn)}"], ignore=[])
+            for fqn, value in alloc.items()]

@@ -4,9 +4,9 @@ from .magnitude import Magnitude, magnitude_masks
 
 __all__ = ["Magnitude", "magnitude_masks"]
 
-from .schedule import cubic_schedule, iterative_prune, prune_until  # noqa: E402
+from .schedule import cubic_schedule, iterative_prune  # noqa: E402
 
-__all__ += ["cubic_schedule", "iterative_prune", "prune_until"]
+__all__ += ["cubic_schedule", "iterative_prune"]
 
 from .calibrated import SparseGPT, Wanda  # noqa: E402
 from .nm import NM  # noqa: E402

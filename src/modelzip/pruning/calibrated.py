@@ -18,10 +18,11 @@ from torch import nn
 from ..calib import InputStats, sequential
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ConfigError
+from ..knobs import Knob
 from ..ops.sparsegpt import sparsegpt
 from ..ops.sparsity import nm_mask, rowwise_mask, wanda_scores
 from ..select import weight_layers
-from .magnitude import magnitude_masks
+from .magnitude import magnitude_masks, sparsity_knob
 from .nm import apply_keep, check_nm
 
 
@@ -96,6 +97,10 @@ class _Calibrated(Config):
         check_range(self, "sparsity", 0.0, 1.0, hi_open=True)
         check_nm(self, optional=True)
         check_int(self, "max_batches", 1, optional=True)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """Sparsity, unless an N:M pattern fixes it."""
+        return None if self.n else sparsity_knob(self, model)
 
 
 @register(_apply_wanda)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import Config, check_choice, check_range, register
+from ..knobs import Knob
 from ..select import weight_layers
 from ..state import get_mask, set_mask
 
@@ -72,3 +73,19 @@ class Magnitude(Config):
     def validate(self) -> None:
         check_range(self, "sparsity", 0.0, 1.0, hi_open=True)
         check_choice(self, "scope", ("layer", "global"))
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        return sparsity_knob(self, model)
+
+
+def existing_sparsity(model: nn.Module, cfg: Config) -> float:
+    """Fraction of zeros already in the weights ``cfg`` selects."""
+    ws = [m.weight for _, m in weight_layers(model, cfg)]
+    total = sum(w.numel() for w in ws)
+    return sum(int((w == 0).sum()) for w in ws) / total if total else 0.0
+
+
+def sparsity_knob(cfg: Config, model: nn.Module | None) -> Knob:
+    """Sparsity from what the model already has (or 0) up to 0.98 (or the request)."""
+    floor = existing_sparsity(model, cfg) if model is not None else 0.0
+    return Knob("sparsity", floor, max(0.98, cfg.sparsity))

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import Config, check_int, register
 from ..errors import ConfigError
+from ..knobs import Knob
 from ..ops.sparsity import nm_mask
 from ..select import weight_layers
 from ..state import get_mask, set_mask
@@ -60,3 +61,7 @@ class NM(Config):
 
     def validate(self) -> None:
         check_nm(self)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """None: an N:M pattern is what the hardware needs, so it is not weakened."""
+        return None

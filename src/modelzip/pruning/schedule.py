@@ -25,9 +25,10 @@ def cubic_schedule(final: float, steps: int, initial: float = 0.0) -> list[float
 def iterative_prune(model: nn.Module, cfg: Config, train_data: Iterable[Any], *,
                     steps: int = 4, epochs_per_step: float = 1.0, lr: float = 1e-3,
                     initial: float = 0.0, evaluate: Callable[[nn.Module], float] | None = None,
-                    progress: bool = True, field: str = "sparsity",
+                    progress: bool = True, field: str | None = None,
                     recover: Callable[..., nn.Module] | None = None) -> list[dict[str, float]]:
-    """Prune to ``cfg.<field>`` in ``steps`` cubic steps, fine-tuning after each.
+    """Prune to ``cfg``'s strength (its knob's field, or ``field``) in ``steps`` cubic
+    steps, fine-tuning after each.
 
     ``recover(model, data, epochs=, lr=, progress=)`` defaults to ``mz.finetune``
     (``mz.distill`` with a bound teacher works too). Returns one record per step.
@@ -36,6 +37,10 @@ def iterative_prune(model: nn.Module, cfg: Config, train_data: Iterable[Any], *,
     from ..verbs import apply
 
     recover = recover or finetune
+    knob = cfg.knob()
+    field = field or (knob.field if knob is not None else None)
+    if field is None:
+        raise ConfigError(f"{type(cfg).__name__} has no strength to ramp up")
     history = []
     for target in cubic_schedule(getattr(cfg, field), steps, initial):
         apply(model, cfg.replace(**{field: target}))
@@ -44,39 +49,4 @@ def iterative_prune(model: nn.Module, cfg: Config, train_data: Iterable[Any], *,
         if evaluate is not None:
             rec["metric"] = float(evaluate(model))
         history.append(rec)
-    return history
-
-
-def prune_until(model: nn.Module, cfg: Config, train_data: Iterable[Any], *,
-                evaluate: Callable[[nn.Module], float], levels: Iterable[float],
-                max_drop: float = 0.01, relative: bool = False, epochs_per_step: float = 1.0,
-                lr: float = 1e-3, field: str = "sparsity", progress: bool = True,
-                recover: Callable[..., nn.Module] | None = None) -> list[dict[str, Any]]:
-    """The seeds' loop: evaluate, prune a little more, fine-tune, evaluate, repeat.
-
-    ``cfg.<field>`` goes through the increasing ``levels``; the loop stops at the first
-    level whose metric falls more than ``max_drop`` (absolute, or a fraction of the
-    baseline when ``relative``) below the unpruned model's and restores the last level
-    that met the requirement. Returns one record per level tried (``accepted`` flag).
-    """
-    import copy
-
-    from ..train import finetune
-    from ..verbs import apply
-
-    recover = recover or finetune
-    base = float(evaluate(model))
-    floor = base * (1 - max_drop) if relative else base - max_drop
-    history: list[dict[str, Any]] = [{field: 0.0, "metric": base, "accepted": True}]
-    good = copy.deepcopy(model)
-    for level in levels:
-        apply(model, cfg.replace(**{field: level}))
-        recover(model, train_data, epochs=epochs_per_step, lr=lr, progress=progress)
-        metric = float(evaluate(model))
-        ok = metric >= floor
-        history.append({field: level, "metric": metric, "accepted": ok})
-        if not ok:
-            model.__dict__.update(good.__dict__)  # back to the last level that passed
-            break
-        good = copy.deepcopy(model)
     return history

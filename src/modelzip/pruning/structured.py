@@ -21,6 +21,7 @@ from torch import nn
 from ..batches import first_input, forward, take
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ModelzipError
+from ..knobs import Knob
 from ..select import weight_layers
 from ..train import task_loss
 from .graph import Graph, Layout, analyse
@@ -188,6 +189,9 @@ class Structured(Config):
         check_choice(self, "on_unsupported", ("error", "skip"))
         check_choice(self, "heads", (True, False))
         check_int(self, "max_batches", 1)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        return Knob("ratio", 0.0, max(0.9, self.ratio))
 
 
 __all__ = ["Structured", "Layout"]

@@ -19,6 +19,7 @@ from torch import nn
 from ..batches import forward, take
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import DataError, UnsupportedModelError
+from ..knobs import Knob
 from ..ops.observers import OBSERVERS, RangeStats, affine_qparams, choose_range, smooth_scales
 from ..ops.quant import QSpec, qparams, quantize
 from ..select import weight_layers
@@ -128,3 +129,7 @@ class Int8(Config):
         if self.smoothquant is not None:
             check_range(self, "smoothquant", 0.0, 1.0)
         check_int(self, "max_batches", 1, optional=True)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """None: W8A8 has one strength; a recipe that fails with it skips it."""
+        return None

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ConfigError
+from ..knobs import Knob, ladder_from
 from ..ops.quant import mse_threshold
 from ..select import weight_layers
 
@@ -77,3 +78,11 @@ class Clip(Config):
             check_range(self, "value", float("-inf"), float("inf"))
         check_range(self, "percentile", 0.0, 100.0, lo_open=True)
         check_int(self, "bits", 2, 16)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """percentile: towards 100 is gentler; mse: more bits clip less; fixed: as given."""
+        if self.method == "percentile":
+            return Knob("percentile", 100.0, min(90.0, self.percentile), step=0.005)
+        if self.method == "mse":
+            return Knob("bits", 16, 2, ladder_from(self.bits, (16, 8, 6, 4, 3, 2)))
+        return None

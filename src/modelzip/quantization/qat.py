@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import Config, check_choice, check_int, register
 from ..errors import ConfigError, UnsupportedModelError
+from ..knobs import Knob
 from ..ops.quant import QSpec, group_counts, grouped, qparams, search_clip, ungroup
 from ..select import weight_layers
 from ..state import install_reparam, register_reparam, uninstall_reparam
@@ -121,3 +122,9 @@ class QAT(Config):
         check_choice(self, "activations", (None, "dynamic"))
         if self.activations == "dynamic" and (self.bits != 8 or self.group_size is not None):
             raise ConfigError("QAT.activations='dynamic' needs bits=8 and group_size=None")
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """Bits, 8 (gentlest) down to 1; none when int8 activations fix 8 bits."""
+        if self.activations == "dynamic":
+            return None
+        return Knob("bits", 8, 1, (8, 7, 6, 5, 4, 3, 2, 1))

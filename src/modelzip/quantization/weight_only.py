@@ -22,6 +22,7 @@ from torch import nn
 from ..calib import InputStats, sequential
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ConfigError, UnsupportedModelError
+from ..knobs import Knob, ladder_from
 from ..ops.awq import awq
 from ..ops.gptq import gptq
 from ..ops.quant import QSpec, dequantize, qparams, quantize, search_clip
@@ -197,3 +198,8 @@ class WeightOnly(Config):
             raise ConfigError("1-bit is binary and symmetric only; use symmetric=True")
         if self.packed and self.bits not in (1, 2, 4, 8):
             raise ConfigError("WeightOnly.packed needs bits in 1, 2, 4, 8")
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """Bits, 8 (gentlest) down to 2 (packed layers: the widths they can pack)."""
+        ladder = (8, 4, 2) if self.packed else (8, 7, 6, 5, 4, 3, 2)
+        return Knob("bits", 8, ladder[-1], ladder_from(self.bits, ladder))
