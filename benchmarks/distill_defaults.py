@@ -16,7 +16,7 @@ import argparse
 import statistics
 
 import torch
-from common import data_root, fashion, fmt, trained_lenet300, write_result
+from common import data_root, fashion, trained_lenet300, write_result
 from torch import nn
 
 import modelzip as mz

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .batches import forward, logits_of
 from .config import ConfigError
 from .errors import ModelzipError
+from .progress import bar as progress_bar
 from .state import enforce_masks, mask_gradients
 
 LossFn = Callable[[Any, Any], torch.Tensor]
@@ -68,7 +68,7 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     stopper = _EarlyStop(model, evaluate, patience) if evaluate is not None else None
     model.train()
     step = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="batch")
+    bar = progress_bar(total=total, desc=desc, progress=progress, unit="batch")
     try:
         for epoch in range(math.ceil(epochs)):
             running: dict[str, float] = {}
@@ -145,7 +145,7 @@ class _EarlyStop:
 def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
           loss: LossFn | None = None, weight_decay: float = 0.0, schedule: str = "cosine",
           progress: bool = True, evaluate: Callable[[nn.Module], float] | None = None,
-          patience: int = 2) -> nn.Module:
+          patience: int = 2, desc: str = "train") -> nn.Module:
     """Train ``model`` in place on ``data`` (cross-entropy unless ``loss`` is given).
 
     With ``evaluate`` (higher is better), stops early and keeps the best weights (see fit).
@@ -158,7 +158,7 @@ def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
 
     return fit(model, data, epochs=epochs, lr=lr, step_loss=step_loss,
                weight_decay=weight_decay, schedule=schedule, progress=progress,
-               evaluate=evaluate, patience=patience)
+               evaluate=evaluate, patience=patience, desc=desc)
 
 
 def finetune(model: nn.Module, train_data: Iterable[Any], *, epochs: float, lr: float,
@@ -176,7 +176,7 @@ def accuracy(model: nn.Module, data: Iterable[Any], *, progress: bool = False) -
     """Top-1 accuracy in [0, 1] over ``data``."""
     model.eval()
     right = total = 0
-    for batch in tqdm(data, desc="eval", disable=not progress, leave=False):
+    for batch in progress_bar(data, desc="eval", progress=progress):
         out, target = forward(model, batch)
         pred = logits_of(out).argmax(-1)
         right += (pred == target).sum().item()
@@ -193,7 +193,7 @@ def perplexity(model: nn.Module, data: Iterable[Any], *, progress: bool = False,
     model.eval()
     nll = 0.0
     count = 0
-    for i, batch in enumerate(tqdm(data, desc="ppl", disable=not progress, leave=False)):
+    for i, batch in enumerate(progress_bar(data, desc="ppl", progress=progress)):
         if max_batches is not None and i >= max_batches:
             break
         out, target = forward(model, batch)

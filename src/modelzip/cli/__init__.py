@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
+from typing import NoReturn
 
-from ..errors import ModelzipError
+from ..errors import ConfigError, ModelzipError
 
 COMMANDS = [
     "demo", "train", "eval", "inspect",
@@ -16,16 +19,38 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="modelzip", description="Make trained PyTorch models smaller and faster.")
+    parser = Parser(prog="modelzip", description="Make trained PyTorch models smaller and faster.")
     parser.add_argument("--version", action="version", version="modelzip 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name.replace('-', '_')}_cmd").add_parser(sub)
+    for p in sub.choices.values():  # every --help shows the defaults
+        p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse NaN and infinity in any numeric option before any work starts."""
+    for key, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception that reached the command line."""
+    if isinstance(exc, OSError):
+        where = f" '{exc.filename}'" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_numbers(args)
         return int(args.func(args) or 0)
-    except ModelzipError as exc:
-        print(f"modelzip {args.command}: error: {exc}", file=sys.stderr)
+    except (ModelzipError, OSError) as exc:
+        print(f"modelzip {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"modelzip {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line, traceback on request
+        if os.environ.get("MODELZIP_DEBUG"):
+            raise
+        print(f"modelzip {args.command}: internal error: {type(exc).__name__}: "
+              f"{describe(exc)} (set MODELZIP_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ from torch import nn
 from ..batches import first_input
 from ..config import Config
 from ..measure import file_bytes
+from ..progress import note
 from ..verbs import apply
 from .requirement import Evaluate, Requirement, measure
 
@@ -96,9 +97,17 @@ def attempt_bytes(model: nn.Module) -> int:
     return file_bytes(model, entropy="huffman")
 
 
-def apply_actions(model: nn.Module, actions: list[Action], ctx: RunContext) -> nn.Module:
+def describe(cfg: Config) -> str:
+    """``Magnitude(sparsity=0.9)``: the config with its knob setting, for status lines."""
+    knob = cfg.knob()
+    name = type(cfg).__name__
+    return f"{name}({knob.field}={getattr(cfg, knob.field)})" if knob is not None else name
+
+
+def apply_actions(model: nn.Module, actions: list[Action], ctx: RunContext,
+                  label: str = "") -> nn.Module:
     """Apply configs through their registered handlers, callables directly, in order."""
-    kw = ctx.handler_kwargs() if actions else {}
+    kw = {**ctx.handler_kwargs(), "label": label} if actions else {}
     for action in actions:
         if isinstance(action, Config):
             apply(model, action, **kw)
@@ -112,7 +121,10 @@ def attempt(model: nn.Module, actions: list[Action], ctx: RunContext, label: str
     """Apply ``actions`` to a copy of ``model`` (or in place), evaluate and record."""
     trial = copy.deepcopy(model) if copy_model else model
     t0 = time.time()
-    apply_actions(trial, actions, ctx)
+    tries = sum(1 for h in ctx.history if h["stage"] == label) + 1
+    what = " + ".join(describe(a) for a in actions if isinstance(a, Config)) or "steps"
+    status = f"{label} attempt {tries}: {what}"
+    apply_actions(trial, actions, ctx, status)
     metric = (measure(ctx.evaluate, trial, f"evaluate(model after {label})")
               if ctx.evaluate is not None else None)
     failed = ctx.requirement.failures(trial, metric) if metric is not None else []
@@ -120,6 +132,9 @@ def attempt(model: nn.Module, actions: list[Action], ctx: RunContext, label: str
     att = Attempt(label, [a.to_dict() for a in actions if isinstance(a, Config)], metric,
                   failed, size, time.time() - t0)
     ctx.history.append(att.record())
+    if metric is not None:
+        verdict = "passed" if att.passed else "failed: " + "; ".join(failed)
+        note(f"{status} -> metric {metric:.4f}, {verdict}", progress=ctx.progress)
     return trial, att
 
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import ConfigError
 from ..knobs import Knob
+from ..progress import bar
 from ..select import weight_layers
 from ..verbs import apply
 
@@ -32,7 +32,7 @@ def sensitivity(model: nn.Module, cfg: Config, evaluate: Callable[[nn.Module], f
     layers = weight_layers(model, cfg)
     if not layers:
         raise ConfigError(f"{type(cfg).__name__} selects no layer of this model")
-    for fqn, _ in tqdm(layers, desc="sensitivity", disable=not progress, leave=False):
+    for fqn, _ in bar(layers, desc="sensitivity", progress=progress):
         trial = copy.deepcopy(model)
         apply(trial, cfg.replace(targets=[f"re:{re.escape(fqn)}"], ignore=[]),
               calib_data=calib_data)

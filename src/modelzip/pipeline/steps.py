@@ -51,10 +51,10 @@ def _need(train_data: Any, what: str) -> None:
 
 
 def _finetune(model: nn.Module, cfg: Finetune, *, train_data: Any = None,
-              progress: bool = True, **_: Any) -> None:
+              progress: bool = True, label: str = "", **_: Any) -> None:
     _need(train_data, "finetune")
     finetune(model, train_data, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-             progress=progress)
+             progress=progress, desc=f"{label}: fine-tune" if label else "fine-tune")
 
 
 @register(_finetune)
