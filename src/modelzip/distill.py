@@ -43,8 +43,8 @@ class Distillation(Config):
     by ``feature_weight``.
     """
 
-    temperature: float = 4.0
-    alpha: float = 0.9
+    temperature: float = 1.0
+    alpha: float = 0.5
     features: dict[str, str] | None = None
     loss: str = "kl"
     feature_weight: float = 1.0
