@@ -23,8 +23,9 @@ from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ModelzipError
 from ..select import weight_layers
 from ..train import task_loss
-from .graph import Graph, Layout, analyse
+from .graph import analyse
 from .rules import Rules
+from .spaces import Graph, Layout
 from .surgery import slice_heads, slice_space
 
 Scores = dict[str, torch.Tensor]  # module fqn -> per-output-channel importance
