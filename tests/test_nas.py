@@ -16,7 +16,8 @@ import torch
 
 import modelzip as mz
 from modelzip.cli import main
-from modelzip.nas import search as nas_search
+from modelzip.nas import evaluators as nas_evaluators
+from modelzip.nas import workers as nas_workers
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = {"depth": [1, 2], "width": [8, 16, 32], "activation": ["relu", "tanh"]}
@@ -237,11 +238,41 @@ def test_bad_settings_raise_config_errors(data, tiny_space):
             run(tiny_space, data, **kw)
 
 
-def test_teacher_needs_distill(data, tiny_space, monkeypatch):
-    if hasattr(mz, "distill"):
-        monkeypatch.delattr(mz, "distill")
-    with pytest.raises(mz.ConfigError, match="distill"):
-        run(tiny_space, data, teacher=mz.zoo.lenet300(in_features=64))
+def test_teacher_distils_every_trial_and_the_winner(data, tiny_space, monkeypatch):
+    calls = []
+
+    def recording(student, teacher, train_data, cfg, **kw):
+        calls.append((teacher, cfg, kw))
+        return mz.distill(student, teacher, train_data, cfg, **kw)
+
+    monkeypatch.setattr(nas_evaluators, "distill", recording)
+    teacher = mz.zoo.lenet300(in_features=64)
+    r = run(tiny_space, data, strategy="random", trials=2, epochs=1, teacher=teacher,
+            retrain_epochs=0.5)
+    assert r.metrics["trials"] == 2 and 0 <= r.metrics["metric"] <= 1
+    assert len(calls) == 3 and all(t is teacher for t, _, _ in calls)  # 2 trials + winner
+    assert isinstance(calls[0][1], mz.Distillation)
+    assert [kw["epochs"] for _, _, kw in calls] == [1, 1, 0.5]
+    with pytest.raises(mz.ConfigError, match="train_data"):
+        mz.search_architecture(tiny_space, evaluate=mz.nas.accuracy_on(data[2]), trials=1,
+                               teacher=teacher, progress=False)
+
+
+def test_options_dataclass_and_keywords_agree(data, tiny_space):
+    opts = mz.nas.SearchOptions(epochs=1, lr=1e-2, constraints={"params": 700}, seed=3,
+                                progress=False, threads=1)
+    _, train, val = data
+    a = mz.search_architecture(tiny_space, evaluate=mz.nas.accuracy_on(val), trials=2,
+                               strategy="random", train_data=train, options=opts)
+    b = run(tiny_space, data, strategy="random", trials=2, epochs=1, constraints={"params": 700},
+            seed=3)
+    assert a.sample == b.sample and a.metrics["params"] <= 700
+    assert [r["sample"] for r in a.history] == [r["sample"] for r in b.history]
+    c = mz.search_architecture(tiny_space, evaluate=mz.nas.accuracy_on(val), trials=1,
+                               strategy="random", train_data=train, options=opts, seed=4)
+    assert opts.seed == 3 and c.metrics["trials"] == 1  # keywords override, options unchanged
+    with pytest.raises(mz.ConfigError, match="unknown option.*epochz"):
+        run(tiny_space, data, epochz=2)
 
 
 # ------------------------------------------------------------------ storage, resume, workers
@@ -292,7 +323,7 @@ def test_killed_search_resumes_without_losing_trials(tmp_path, data, tiny_space,
     before = {t.number: t.values for t in optuna.load_study(study_name="s", storage=url)
               .get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     assert 2 <= len(before) < 6
-    monkeypatch.setitem(nas_search.HEARTBEAT, "grace", 2)
+    monkeypatch.setitem(nas_workers.HEARTBEAT, "grace", 2)
     r = run(tiny_space, data, strategy="tpe", trials=6, epochs=1, storage=url, study="s")
     after = optuna.load_study(study_name="s", storage=url).get_trials()
     done = {t.number: t.values for t in after if t.state.is_finished()

@@ -34,7 +34,8 @@ def task_loss(output: Any, target: Any) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
-def _check(epochs: Any, lr: Any) -> None:
+def check_schedule(epochs: Any, lr: Any) -> None:
+    """Raise ConfigError unless ``epochs`` and ``lr`` are positive numbers."""
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0:
         raise ConfigError(f"epochs must be positive, got {epochs!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
@@ -56,7 +57,7 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     e.g. validation accuracy) runs after each epoch: training stops after ``patience``
     epochs without improvement and the best weights seen are restored.
     """
-    _check(epochs, lr)
+    check_schedule(epochs, lr)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ModelzipError("the model has no trainable parameters")

@@ -8,7 +8,14 @@ from rich.table import Table
 
 from ..data import info
 from ..errors import ConfigError
-from ..nas import STRATEGIES, accuracy_on, holdout, neg_perplexity_on, search_architecture
+from ..nas import (
+    STRATEGIES,
+    SearchOptions,
+    accuracy_on,
+    holdout,
+    neg_perplexity_on,
+    search_architecture,
+)
 from ..nas.space import FAMILIES
 from ..train import accuracy, perplexity
 from .common import DATASETS, add_json, emit, load_dataset
@@ -74,13 +81,15 @@ def run(args: Any) -> int:
     evaluate = neg_perplexity_on(val, 20) if text else accuracy_on(val)
     limits = {"params": args.max_params, "macs": args.max_macs,
               "latency_ms": args.max_latency_ms}
-    result = search_architecture(
-        args.space or ("tiny_gpt" if text else "mlp"), evaluate=evaluate, trials=args.trials,
-        strategy=args.strategy, storage=args.storage, train_data=train, epochs=args.epochs,
-        lr=args.lr, constraints={k: v for k, v in limits.items() if v is not None},
+    options = SearchOptions(
+        epochs=args.epochs, lr=args.lr,
+        constraints={k: v for k, v in limits.items() if v is not None},
         objectives=["metric", *args.objective], study=args.study, workers=args.workers,
         strategy_options=_options(args.strategy_option), retrain_epochs=args.retrain_epochs,
         save=args.out, seed=args.seed, threads=args.threads, progress=not args.no_progress)
+    result = search_architecture(
+        args.space or ("tiny_gpt" if text else "mlp"), evaluate=evaluate, trials=args.trials,
+        strategy=args.strategy, storage=args.storage, train_data=train, options=options)
     m = result.model
     test = {"test_perplexity": perplexity(m, split.test, max_batches=50)} if text else \
         {"test_accuracy": accuracy(m, split.test)}

@@ -1,59 +1,39 @@
-"""``mz.search_architecture``: the search loop, trial evaluation, storage and workers.
+"""``mz.search_architecture``: the public entry of architecture search, and its results.
 
-Each trial: the strategy's sampler proposes a sample (re-drawn until it meets the
-parameter/MAC limits and is new), the model is built, measured (params, MACs, latency if
-limited) and rejected before training if it breaks a limit (recorded as a PRUNED trial
-with a ``violation`` attribute), trained briefly (or distilled from a teacher) with
-Optuna's pruner watching the per-epoch metric, and evaluated.
-
-Trials live in an Optuna storage. The budget ``trials`` counts every trial that is not
-FAIL (complete, pruned or running), so a killed run resumes where it stopped (its
-interrupted trial goes stale via the RDB heartbeat and is replaced) and any number of
-worker processes or machines opening the same study finish exactly ``trials`` between
-them: a worker that starts a surplus trial marks it FAIL (attribute ``surplus``) and stops.
+Each trial (see :mod:`.evaluators`): the strategy's sampler proposes a sample (re-drawn
+until it meets the parameter/MAC limits and is new), the model is built, measured (params,
+MACs, latency if limited) and rejected before training if it breaks a limit (recorded as a
+PRUNED trial with a ``violation`` attribute), trained briefly (or distilled from a teacher)
+with Optuna's pruner watching the per-epoch metric, and evaluated. Trials live in an Optuna
+storage shared by worker processes (see :mod:`.workers`); the knobs are a
+:class:`SearchOptions`.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import multiprocessing as mp
-import os
-import pickle
-import tempfile
+import json
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..batches import forward
-from ..errors import BudgetError, ConfigError, ModelzipError
-from ..measure import count_macs, count_params, model_latency
+from ..errors import BudgetError, ConfigError
+from ..io.mzip import save as save_mzip
 from ..measure import threads as torch_threads
-from ..train import _check as _check_train
-from ..train import accuracy, fit, perplexity, task_loss
 from .builder import build
-from .samplers import Guard, dominates, make_sampler, mixed_seed
-from .samplers import strategy_options as _strategy_options
+from .evaluators import train_trial, violation
+from .options import LIMITS, Job, SearchOptions, make_job
+from .samplers import dominates
 from .space import SearchSpace
 from .space import space as make_space
 from .supernet import train_supernet
-
-LIMITS = ("params", "macs", "latency_ms")
-HEARTBEAT = {"interval": 2, "grace": 10}  # seconds (RDB storages only)
-_POLL_S = 0.5
-
-
-class _Surplus(Exception):
-    """Raised inside a trial that started after the budget was already taken."""
+from .workers import open_storage, run_workers
 
 
 @dataclass
@@ -72,269 +52,81 @@ class SearchResult:
     seconds: float = 0.0
 
 
-@dataclass
-class _Job:
-    """Everything a worker process needs (pickled for spawned workers)."""
+# ------------------------------------------------------------------ the public entry point
+def search_architecture(space: Any, *, evaluate: Callable[[nn.Module], float], trials: int,
+                        strategy: str = "tpe", storage: Any = None,
+                        train_data: Iterable[Any] | None = None,
+                        options: SearchOptions | None = None, **knobs: Any) -> SearchResult:
+    """Search ``space`` for the architecture that maximises ``evaluate(model)``.
 
-    space: dict[str, Any]
-    evaluate: Callable[[nn.Module], float]
-    train_data: Any
-    trials: int
-    strategy: str
-    options: dict[str, Any]
-    epochs: float
-    lr: float
-    constraints: dict[str, float]
-    objectives: list[str]
-    storage: Any
-    study: str
-    seed: int
-    pruner: Any
-    teacher: Any = None
-    distillation: Any = None
-    example_inputs: Any = None
-    threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ validation
-def _check_limits(constraints: Any) -> dict[str, float]:
-    if constraints is None:
-        return {}
-    if not isinstance(constraints, dict):
-        raise ConfigError("constraints must be a mapping like {'params': 20000}")
-    for k, v in constraints.items():
-        if k not in LIMITS:
-            raise ConfigError(f"constraints: unknown limit {k!r}; valid: {LIMITS}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"constraints.{k} must be a positive number, got {v!r}")
-    return {k: float(v) for k, v in constraints.items()}
-
-
-def _check_objectives(objectives: Any) -> list[str]:
-    objs = [objectives] if isinstance(objectives, str) else list(objectives or ["metric"])
-    if not objs or objs[0] != "metric" or len(set(objs)) != len(objs):
-        raise ConfigError(f"objectives must start with 'metric' and not repeat, got {objs}")
-    for o in objs[1:]:
-        if o not in LIMITS:
-            raise ConfigError(f"objectives: unknown objective {o!r}; valid: metric, {LIMITS}")
-    return objs
-
-
-def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _pruner(spec: Any) -> optuna.pruners.BasePruner:
-    if isinstance(spec, optuna.pruners.BasePruner):
-        return spec
-    table = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
-             "hyperband": optuna.pruners.HyperbandPruner,
-             "none": optuna.pruners.NopPruner}
-    if spec not in table:
-        raise ConfigError(f"pruner={spec!r}; choose one of {sorted(table)} or pass an "
-                          "optuna pruner")
-    return table[spec]()
-
-
-def open_storage(url: Any) -> Any:
-    """An Optuna storage for ``url`` (None: in memory). RDB URLs get a heartbeat so that
-    the trials of killed workers are failed and replaced; SQLite gets a 60 s lock timeout."""
-    if url is None or isinstance(url, optuna.storages.BaseStorage):
-        return url
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"storage must be an Optuna storage URL like sqlite:///search.db, "
-                          f"got {url!r}")
-    kw: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kw["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT["interval"],
-                                              grace_period=HEARTBEAT["grace"], **kw)
-    except Exception as exc:  # sqlalchemy raises many kinds
-        raise ConfigError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
-
-
-# ------------------------------------------------------------------ measuring a sample
-def example_inputs(space: SearchSpace) -> torch.Tensor:
-    """One input of the space's data (batch of 1) for MACs and latency."""
-    if space.family == "tiny_gpt":
-        return torch.zeros(1, space.fixed["seq_len"], dtype=torch.long)
-    return torch.zeros(1, *space.fixed["input_shape"])
-
-
-def arch_stats(model: nn.Module, example: Any, latency: bool = False) -> dict[str, float]:
-    """Parameters and MACs of an architecture (and its latency in ms, 1 thread)."""
-    out: dict[str, float] = {"params": count_params(model)[0],
-                             "macs": count_macs(model, example)}
-    if latency:
-        out["latency_ms"] = 1000 * model_latency(model, example, repeats=10, warmup=2,
-                                                 num_threads=1)
-    return out
-
-
-def violation(stats: dict[str, float], constraints: dict[str, float]) -> str | None:
-    """A sentence naming the first broken limit, or None."""
-    for k, limit in constraints.items():
-        if stats.get(k) is not None and stats[k] > limit:
-            return f"{k} {stats[k]:g} > {limit:g}"
-    return None
-
-
-# ------------------------------------------------------------------ one trial
-def _live(trials: Iterable[FrozenTrial], before: int | None = None) -> list[FrozenTrial]:
-    return [t for t in trials if t.state != TrialState.FAIL
-            and (before is None or t.number < before)]
-
-
-def _train(job: _Job, model: nn.Module, trial: optuna.Trial | None, prune: bool) -> None:
-    if job.teacher is not None:
-        import modelzip as mz
-
-        cfg = job.distillation or mz.Distillation()
-        mz.distill(model, job.teacher, job.train_data, cfg, epochs=job.epochs, lr=job.lr)
-        return
-    last = math.ceil(job.epochs) - 1
-
-    def step_loss(m: nn.Module, batch: Any) -> torch.Tensor:
-        out, target = forward(m, batch)
-        return task_loss(out, target)
-
-    def on_epoch(i: int) -> None:
-        if trial is None or not prune or i >= last:
-            return
-        value = float(job.evaluate(model))
-        model.train()
-        trial.report(value, i)
-        if trial.should_prune():
-            trial.set_user_attr("pruned_at_epoch", i + 1)
-            raise optuna.TrialPruned(f"pruned after epoch {i + 1}")
-
-    fit(model, job.train_data, epochs=job.epochs, lr=job.lr, step_loss=step_loss,
-        progress=False, on_epoch=on_epoch)
-
-
-def _objective(job: _Job, space: SearchSpace, trial: optuna.Trial) -> Any:
-    if len(_live(trial.study.get_trials(deepcopy=False), before=trial.number)) >= job.trials:
-        trial.set_user_attr("surplus", True)
-        raise _Surplus()
-    params = {k: trial.suggest_categorical(k, v) for k, v in space.params().items()}
-    sample = space.normalise(params)
-    torch.manual_seed(mixed_seed(job.seed, trial.number))
-    model = build(space, sample)
-    example = job.example_inputs if job.example_inputs is not None else example_inputs(space)
-    need_latency = "latency_ms" in job.constraints or "latency_ms" in job.objectives
-    stats = arch_stats(model, example, need_latency)
-    trial.set_user_attr("sample", sample)
-    trial.set_user_attr("worker", os.getpid())
-    for k, v in stats.items():
-        trial.set_user_attr(k, v)
-    bad = violation(stats, job.constraints)
-    if bad:
-        trial.set_user_attr("violation", bad)
-        raise optuna.TrialPruned(bad)
+    ``space``: a SearchSpace, a dict/YAML path, or a family name ("mlp", "cnn",
+    "tiny_gpt"; facts such as input shape come from ``train_data``). Each trial trains the
+    candidate on ``train_data`` (or distils it from a teacher), unless ``train_data`` is
+    None (then ``evaluate`` must train). Trials go to ``storage`` (an Optuna URL; None keeps
+    them in memory). The winner is rebuilt, trained from scratch, evaluated and optionally
+    saved. Every other knob is a field of :class:`SearchOptions`, given as ``options=`` or
+    as keywords (``epochs=2, constraints={"params": 20_000}``; keywords override
+    ``options``). See docs/nas.md for every knob.
+    """
     t0 = time.perf_counter()
-    if job.train_data is not None:
-        _train(job, model, trial, prune=len(job.objectives) == 1)
-    metric = float(job.evaluate(model))
-    trial.set_user_attr("metric", metric)
-    trial.set_user_attr("seconds", time.perf_counter() - t0)
-    if len(job.objectives) == 1:
-        return metric
-    return (metric, *(stats[o] for o in job.objectives[1:]))
+    opts = (options or SearchOptions()).replace(**knobs)
+    with _quiet_optuna(), torch_threads(opts.threads):
+        sp = make_space(space, train_data) if train_data is not None else make_space(space)
+        sp.require_fixed()
+        job = make_job(sp, evaluate=evaluate, train_data=train_data, trials=trials,
+                       strategy=strategy, storage=storage, options=opts)
+        st = _open_study(job, sp)
+        if strategy == "darts" and "darts" not in st.user_attrs:
+            _train_darts(job, sp, st)
+        run_workers(job, st)
+        rows = [_row(t) for t in sorted(st.get_trials(deepcopy=False), key=lambda t: t.number)
+                if not t.user_attrs.get("surplus")]
+        model, metrics, sample, path = _finish(job, sp, rows)
+    metrics["trials"] = sum(r["state"] != "fail" for r in rows)
+    objectives = job.options.objectives
+    cost = objectives[1] if len(objectives) > 1 else "params"
+    return SearchResult(model=model, metrics=metrics, sample=sample, space=sp, history=rows,
+                        pareto=pareto_front(rows, cost), study=job.study,
+                        storage=storage if isinstance(storage, str) else None, path=path,
+                        seconds=time.perf_counter() - t0)
 
 
-# ------------------------------------------------------------------ the worker loop
-def _load(job: _Job, worker: int, study: optuna.Study | None) -> optuna.Study:
-    space = SearchSpace.from_dict(job.space)
-    if study is None:
-        study = optuna.load_study(study_name=job.study, storage=open_storage(job.storage))
-    n = len(study.get_trials(deepcopy=False))
-    base = make_sampler(job.strategy, space, mixed_seed(job.seed, worker, n), job.options)
-    example = job.example_inputs if job.example_inputs is not None else example_inputs(space)
-    cache: dict[str, bool] = {}
-    limits = {k: v for k, v in job.constraints.items() if k in ("params", "macs")}
-
-    def ok(params: dict[str, Any]) -> bool:
-        if not limits:
-            return True
-        s = space.normalise(params)
-        key = repr(sorted(s.items()))
-        if key not in cache:
-            cache[key] = violation(arch_stats(build(space, s), example), limits) is None
-        return cache[key]
-
-    study.sampler = Guard(base, space, ok)
-    study.pruner = _pruner(job.pruner)
-    return study
-
-
-def _work(job: _Job, worker: int, study: optuna.Study | None = None,
-          bar: tqdm | None = None) -> None:
-    """Run trials until the study holds ``job.trials`` non-failed trials."""
-    study = _load(job, worker, study)
-    space = SearchSpace.from_dict(job.space)
-    objective = functools.partial(_objective, job, space)
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # no-op without a heartbeat
-        live = _live(study.get_trials(deepcopy=False))
-        if bar is not None:
-            bar.n = sum(t.state != TrialState.RUNNING for t in live)
-            bar.refresh()
-        if len(live) >= job.trials:
-            if worker == 0 and any(t.state == TrialState.RUNNING for t in live):
-                time.sleep(_POLL_S)  # wait for other workers (or for a dead one to go stale)
-                continue
-            return
-        try:
-            study.optimize(objective, n_trials=1)
-        except _Surplus:
-            continue
-
-
-def _child(payload_path: str, worker: int) -> None:
-    """Entry point of a spawned worker process. The job comes through a file written by
-    the parent (not through ``Process`` arguments): a large dataset sent down the spawn pipe
-    would block the parent until the child had started and read it."""
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with open(payload_path, "rb") as f:
-        job = pickle.load(f)  # our own job object, written by _run_workers just before
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    _work(job, worker)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
-def _run_workers(job: _Job, workers: int, study: optuna.Study, progress: bool) -> None:
-    with tempfile.TemporaryDirectory(prefix="modelzip-nas-") as tmp:
-        path = os.path.join(tmp, "job.pickle")
-        if workers > 1:
-            try:
-                payload = pickle.dumps(job)
-            except Exception as exc:
-                raise ConfigError(f"workers > 1 needs a picklable evaluate, train_data and "
-                                  f"teacher (top-level functions, not lambdas): {exc}") from None
-            with open(path, "wb") as f:
-                f.write(payload)
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_child, args=(path, w)) for w in range(1, workers)]
-        for p in procs:
-            p.start()
-        try:
-            with tqdm(total=job.trials, desc=f"search ({job.strategy})", disable=not progress,
-                      unit="trial") as bar:
-                _work(job, 0, study, bar)
-        finally:
-            for p in procs:
-                p.join()
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    if failed:
-        raise ModelzipError(f"{len(failed)} worker process(es) failed (exit codes {failed})")
+def _train_darts(job: Job, sp: SearchSpace, st: optuna.Study) -> None:
+    """Train the DARTS supernet once per study; its summary goes to the study's attrs."""
+    t1 = time.perf_counter()
+    torch.manual_seed(job.options.seed)
+    info = train_supernet(sp, job.train_data, epochs=job.strategy_options["epochs"],
+                          lr=job.options.lr, arch_lr=job.strategy_options["arch_lr"],
+                          progress=job.options.progress)
+    st.set_user_attr("darts", {**info, "seconds": time.perf_counter() - t1})
+
+
+def _open_study(job: Job, sp: SearchSpace) -> optuna.Study:
+    objectives = job.options.objectives
+    dirs = ["maximize"] + ["minimize"] * (len(objectives) - 1)
+    st = optuna.create_study(storage=open_storage(job.storage), study_name=job.study,
+                             directions=dirs, load_if_exists=True)
+    if len(st.directions) != len(dirs):
+        raise ConfigError(f"study {job.study!r} has {len(st.directions)} objective(s), "
+                          f"this search {len(dirs)}")
+    recorded = st.user_attrs.get("mz_space")
+    if recorded is None:
+        st.set_user_attr("mz_space", sp.to_dict())
+        st.set_user_attr("mz_objectives", objectives)
+    elif recorded != sp.to_dict() or st.user_attrs.get("mz_objectives") != objectives:
+        raise ConfigError(f"study {job.study!r} was created with another search space or "
+                          "objectives: use a new study name")
+    return st
 
 
 # ------------------------------------------------------------------ results
@@ -358,8 +150,7 @@ def pareto_front(rows: list[dict[str, Any]], cost: str = "params") -> list[dict[
 
 
 def json_key(sample: Any) -> str:
-    import json
-
+    """A canonical text key of a sample (to tell equal architectures apart)."""
     return json.dumps(sample, sort_keys=True)
 
 
@@ -372,179 +163,23 @@ def _best(rows: list[dict[str, Any]], constraints: dict[str, float]) -> dict[str
     return max(ok, key=lambda r: (r["metric"], -r["number"]))
 
 
-def _finish(job: _Job, space: SearchSpace, rows: list[dict[str, Any]],
-            retrain_epochs: float, save: str | os.PathLike | None) -> tuple[Any, ...]:
-    best = _best(rows, job.constraints)
-    torch.manual_seed(job.seed)
+def _finish(job: Job, space: SearchSpace, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """Rebuild the best trial's architecture, retrain it from scratch, evaluate, save."""
+    opts = job.options
+    best = _best(rows, opts.constraints)
+    torch.manual_seed(opts.seed)
     model = build(space, best["sample"])
-    if job.train_data is not None and retrain_epochs > 0:
-        _train(_replace(job, epochs=retrain_epochs), model, None, prune=False)
+    epochs = opts.epochs if opts.retrain_epochs is None else opts.retrain_epochs
+    if job.train_data is not None and epochs > 0:
+        train_trial(job.retrain(epochs), model, None, prune=False)
     metric = float(job.evaluate(model))
     metrics = {"metric": metric, "search_metric": best["metric"], "trial": best["number"],
                **{k: best[k] for k in LIMITS if best.get(k) is not None}}
     path = None
-    if save is not None:
-        from ..io.mzip import save as mz_save
-
-        metrics["file_bytes"] = mz_save(model, save, info={"nas": best["sample"]})
-        path = str(save)
+    if opts.save is not None:
+        metrics["file_bytes"] = save_mzip(model, opts.save, info={"nas": best["sample"]})
+        path = str(opts.save)
     return model, metrics, best["sample"], path
 
 
-def _replace(job: _Job, **changes: Any) -> _Job:
-    import dataclasses
-
-    return dataclasses.replace(job, **changes)
-
-
-# ------------------------------------------------------------------ the public entry point
-def search_architecture(space: Any, *, evaluate: Callable[[nn.Module], float], trials: int,
-                         strategy: str = "tpe", storage: Any = None,
-                         train_data: Iterable[Any] | None = None, epochs: float = 1.0,
-                         lr: float = 3e-3, constraints: dict[str, float] | None = None,
-                         objectives: Iterable[str] | str = ("metric",), study: str | None = None,
-                         workers: int = 1, teacher: nn.Module | None = None,
-                         distillation: Any = None, strategy_options: dict[str, Any] | None = None,
-                         pruner: Any = "median", retrain_epochs: float | None = None,
-                         save: str | os.PathLike | None = None, seed: int = 0,
-                         example_inputs: Any = None, threads: int | None = None,
-                         progress: bool = True) -> SearchResult:
-    """Search ``space`` for the architecture that maximises ``evaluate(model)``.
-
-    ``space``: a SearchSpace, a dict/YAML path, or a family name ("mlp", "cnn",
-    "tiny_gpt"; facts such as input shape come from ``train_data``). Each trial trains the
-    candidate for ``epochs`` on ``train_data`` (or distils from ``teacher``), unless
-    ``train_data`` is None (then ``evaluate`` must train). ``constraints`` limits
-    params / macs / latency_ms; ``objectives=("metric", "params")`` searches the Pareto
-    front. Trials go to ``storage`` (an Optuna URL; None keeps them in memory) under
-    ``study``, shared by ``workers`` processes. The winner is rebuilt, trained from scratch
-    for ``retrain_epochs`` (default ``epochs``), evaluated and, with ``save``, written as .mzip.
-    See docs/nas.md for every keyword.
-    """
-    t0 = time.perf_counter()
-    with _quiet_optuna(), torch_threads(threads):
-        sp, job = _make_job(space, dict(locals()))
-        st = _open_study(job, sp)
-        if strategy == "darts" and "darts" not in st.user_attrs:
-            t1 = time.perf_counter()
-            torch.manual_seed(seed)
-            info = train_supernet(sp, train_data, epochs=job.options["epochs"], lr=lr,
-                                  arch_lr=job.options["arch_lr"], progress=progress)
-            st.set_user_attr("darts", {**info, "seconds": time.perf_counter() - t1})
-        _run_workers(job, workers, st, progress)
-        rows = [_row(t) for t in sorted(st.get_trials(deepcopy=False), key=lambda t: t.number)
-                if not t.user_attrs.get("surplus")]
-        rt = epochs if retrain_epochs is None else retrain_epochs
-        model, metrics, sample, path = _finish(job, sp, rows, rt, save)
-    metrics["trials"] = sum(r["state"] != "fail" for r in rows)
-    cost = job.objectives[1] if len(job.objectives) > 1 else "params"
-    return SearchResult(model=model, metrics=metrics, sample=sample, space=sp, history=rows,
-                        pareto=pareto_front(rows, cost), study=job.study,
-                        storage=storage if isinstance(storage, str) else None, path=path,
-                        seconds=time.perf_counter() - t0)
-
-
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
-def _make_job(space: Any, kw: dict[str, Any]) -> tuple[SearchSpace, _Job]:
-    """Validate the keywords of search_architecture; the space and the worker job."""
-    data = kw["train_data"]
-    sp = make_space(space, data) if data is not None else make_space(space)
-    sp.require_fixed()
-    if not callable(kw["evaluate"]):
-        raise ConfigError("evaluate must be a callable model -> float")
-    _check_int("trials", kw["trials"])
-    workers = _check_int("workers", kw["workers"])
-    opts = _strategy_options(kw["strategy"], kw["strategy_options"])
-    if kw["teacher"] is not None:
-        import modelzip as mz
-
-        if not hasattr(mz, "distill"):
-            raise ConfigError("teacher= needs mz.distill (distillation), which this build of "
-                              "modelzip does not include")
-    if data is None and (kw["teacher"] is not None or kw["strategy"] == "darts"):
-        raise ConfigError("teacher= and strategy 'darts' need train_data")
-    if workers > 1 and kw["storage"] is None:
-        raise ConfigError("workers > 1 needs a shared storage, e.g. sqlite:///search.db")
-    if data is not None:
-        _check_train(kw["epochs"], kw["lr"])
-    _pruner(kw["pruner"])
-    job = _Job(space=sp.to_dict(), evaluate=kw["evaluate"], train_data=data,
-               trials=kw["trials"], strategy=kw["strategy"], options=opts,
-               epochs=kw["epochs"], lr=kw["lr"], constraints=_check_limits(kw["constraints"]),
-               objectives=_check_objectives(kw["objectives"]), storage=kw["storage"],
-               study=kw["study"] or f"nas-{sp.family}-{kw['strategy']}", seed=kw["seed"],
-               pruner=kw["pruner"], teacher=kw["teacher"], distillation=kw["distillation"],
-               example_inputs=kw["example_inputs"], threads=kw["threads"])
-    return sp, job
-
-
-def _open_study(job: _Job, sp: SearchSpace) -> optuna.Study:
-    dirs = ["maximize"] + ["minimize"] * (len(job.objectives) - 1)
-    st = optuna.create_study(storage=open_storage(job.storage), study_name=job.study,
-                             directions=dirs, load_if_exists=True)
-    if len(st.directions) != len(dirs):
-        raise ConfigError(f"study {job.study!r} has {len(st.directions)} objective(s), "
-                          f"this search {len(dirs)}")
-    recorded = st.user_attrs.get("mz_space")
-    if recorded is None:
-        st.set_user_attr("mz_space", sp.to_dict())
-        st.set_user_attr("mz_objectives", job.objectives)
-    elif recorded != sp.to_dict() or st.user_attrs.get("mz_objectives") != job.objectives:
-        raise ConfigError(f"study {job.study!r} was created with another search space or "
-                          "objectives: use a new study name")
-    return st
-
-
-# ------------------------------------------------------------------ picklable evaluators
-def _accuracy(data: Any, model: nn.Module) -> float:
-    return accuracy(model, data)
-
-
-def _neg_ppl(data: Any, max_batches: int | None, model: nn.Module) -> float:
-    return -perplexity(model, data, max_batches=max_batches)
-
-
-def accuracy_on(data: Any) -> Callable[[nn.Module], float]:
-    """``evaluate`` = top-1 accuracy on ``data`` (picklable, for worker processes)."""
-    return functools.partial(_accuracy, data)
-
-
-def neg_perplexity_on(data: Any, max_batches: int | None = None
-                      ) -> Callable[[nn.Module], float]:
-    """``evaluate`` = minus the perplexity on ``data`` (higher is better; picklable)."""
-    return functools.partial(_neg_ppl, data, max_batches)
-
-
-def holdout(loader: Any, fraction: float = 0.1, seed: int = 0) -> tuple[Any, Any]:
-    """Split a TensorDataset loader into (train, validation) loaders, keeping dataset facts,
-    so the search never looks at the test set."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    ds = getattr(loader, "dataset", None)
-    if not isinstance(ds, TensorDataset) or not 0 < fraction < 1:
-        raise ConfigError("holdout() needs a DataLoader over a TensorDataset and 0<fraction<1")
-    n = len(ds)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = max(1, int(round(n * fraction)))
-    parts = []
-    for idx in (perm[cut:], perm[:cut]):
-        part = TensorDataset(*(t[idx] for t in ds.tensors))
-        part.meta = dict(getattr(ds, "meta", {}))
-        parts.append(part)
-    bs = loader.batch_size or 64
-    return (DataLoader(parts[0], batch_size=bs, shuffle=True,
-                       generator=torch.Generator().manual_seed(seed)),
-            DataLoader(parts[1], batch_size=max(bs, 256)))
-
-
-__all__ = ["search_architecture", "SearchResult", "accuracy_on", "neg_perplexity_on",
-           "holdout", "arch_stats", "example_inputs", "pareto_front", "open_storage"]
+__all__ = ["search_architecture", "SearchResult", "SearchOptions", "pareto_front"]

@@ -24,8 +24,9 @@ from ..errors import ModelzipError
 from ..knobs import Knob
 from ..select import weight_layers
 from ..train import task_loss
-from .graph import Graph, Layout, analyse
+from .graph import analyse
 from .rules import Rules
+from .spaces import Graph, Layout
 from .surgery import slice_heads, slice_space
 
 Scores = dict[str, torch.Tensor]  # module fqn -> per-output-channel importance

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .graph import Graph, Layout
 from .rules import Attention
+from .spaces import Graph, Layout
 
 _TENSORS = ("weight", "bias", "weight_mask", "bias_mask", "running_mean", "running_var")
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from .graph import Graph, Layout, Value, flat_shape_expand
 from .rules import PASS_MODULES, Rules, op_kind
+from .spaces import Graph, Layout, Value, flat_shape_expand
 
 Env = dict[fx.Node, Any]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from .fmt import fmt_value
+
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -20,8 +22,6 @@ def _table(cols: list[str], rows: list[list[Any]]) -> str:
 
 
 def _v(v: Any) -> str:
-    from .report import fmt_value
-
     return html.escape(fmt_value(v))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import matplotlib
@@ -10,9 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _png(fig: Any) -> bytes:
-    from .report import png_bytes
+def png_bytes(fig: Any) -> bytes:
+    """The PNG bytes of a matplotlib figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
 
+
+def _png(fig: Any) -> bytes:
     try:
         return png_bytes(fig)
     finally:

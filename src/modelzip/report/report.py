@@ -4,7 +4,6 @@ layer sensitivity; as a rich table, PNG plots, and one self-contained HTML file.
 from __future__ import annotations
 
 import base64
-import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from ..io.inspect import layer_table
 from ..io.mzip import read_contents, save
 from ..io.safetensors_io import write_atomic
 from ..measure import count_params, fp32_bytes, model_latency
+from .fmt import fmt_value
 
 
 def layer_rows(model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -88,15 +88,6 @@ class Report:
         return Path(path)
 
 
-def fmt_value(v: Any) -> str:
-    """A figure as text: 4 significant digits for floats, thousands separators for ints."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
-
-
 def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any = None,
            evaluate: Any = None, example_inputs: Any = None,
            sensitivity: dict[str, float] | None = None, title: str = "modelzip report"
@@ -126,9 +117,3 @@ def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any =
                         if isinstance(v, (int, float, str))})
     hist = list(getattr(result, "history", []) or [])
     return Report(title, summary, layers, totals, hist, dict(sensitivity or {}))
-
-
-def png_bytes(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()

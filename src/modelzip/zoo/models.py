@@ -11,12 +11,14 @@ from torch import nn
 from ..errors import ConfigError
 
 
-def _tag(model: nn.Module, name: str, **kwargs: Any) -> nn.Module:
+def tag_arch(model: nn.Module, name: str, **kwargs: Any) -> nn.Module:
+    """Record the zoo builder and its arguments on ``model`` (saved as its architecture)."""
     model._mz_arch = {"kind": "zoo", "name": name, "kwargs": kwargs}
     return model
 
 
-def _positive(**values: int) -> None:
+def check_positive(**values: int) -> None:
+    """Raise ConfigError unless every keyword value is a positive integer."""
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ConfigError(f"{k} must be a positive integer, got {v!r}")
@@ -26,13 +28,13 @@ def lenet300(in_features: int = 784, num_classes: int = 10, hidden: tuple[int, i
              ) -> nn.Sequential:
     """LeNet-300-100 (Han et al. 2015): 784-300-100-10, 266K weights on 28x28 inputs."""
     h1, h2 = hidden
-    _positive(in_features=in_features, num_classes=num_classes, h1=h1, h2=h2)
+    check_positive(in_features=in_features, num_classes=num_classes, h1=h1, h2=h2)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(in_features, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(),
         nn.Linear(h2, num_classes),
     )
-    return _tag(model, "lenet300", in_features=in_features, num_classes=num_classes,
-                hidden=[h1, h2])
+    return tag_arch(model, "lenet300", in_features=in_features, num_classes=num_classes,
+                    hidden=[h1, h2])
 
 
 def lenet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
@@ -43,8 +45,8 @@ def lenet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
     digits fit. ReLU follows each conv (Caffe has none there; it trains better).
     """
     c1, c2 = channels
-    _positive(in_channels=in_channels, image_size=image_size, num_classes=num_classes,
-              c1=c1, c2=c2, hidden=hidden)
+    check_positive(in_channels=in_channels, image_size=image_size, num_classes=num_classes,
+                   c1=c1, c2=c2, hidden=hidden)
     pad = 2 if image_size < 16 else 0
     s = (image_size + 2 * pad - 4) // 2
     s = (s + 2 * pad - 4) // 2
@@ -55,16 +57,17 @@ def lenet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
         nn.Conv2d(c1, c2, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(c2 * s * s, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
     )
-    return _tag(model, "lenet5", in_channels=in_channels, image_size=image_size,
-                num_classes=num_classes, channels=[c1, c2], hidden=hidden)
+    return tag_arch(model, "lenet5", in_channels=in_channels, image_size=image_size,
+                    num_classes=num_classes, channels=[c1, c2], hidden=hidden)
 
 
 def mlp128(in_features: int = 784, num_classes: int = 10, hidden: int = 128) -> nn.Sequential:
     """The seed example: Flatten, Dense 128 ReLU, Dense 10."""
-    _positive(in_features=in_features, num_classes=num_classes, hidden=hidden)
+    check_positive(in_features=in_features, num_classes=num_classes, hidden=hidden)
     model = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
                           nn.Linear(hidden, num_classes))
-    return _tag(model, "mlp128", in_features=in_features, num_classes=num_classes, hidden=hidden)
+    return tag_arch(model, "mlp128", in_features=in_features, num_classes=num_classes,
+                    hidden=hidden)
 
 
 class CausalSelfAttention(nn.Module):
@@ -127,8 +130,8 @@ class TinyGPT(nn.Module):
                  n_layer: int = 4, n_head: int = 6, d_ff: int | None = None,
                  dropout: float = 0.0):
         super().__init__()
-        _positive(vocab_size=vocab_size, seq_len=seq_len, d_model=d_model, n_layer=n_layer,
-                  n_head=n_head)
+        check_positive(vocab_size=vocab_size, seq_len=seq_len, d_model=d_model, n_layer=n_layer,
+                       n_head=n_head)
         if d_model % n_head:
             raise ConfigError(f"d_model {d_model} not divisible by n_head {n_head}")
         self.seq_len = seq_len
@@ -169,8 +172,8 @@ def tiny_gpt(vocab_size: int = 65, seq_len: int = 128, d_model: int = 192, n_lay
              n_head: int = 6, d_ff: int | None = None, dropout: float = 0.0) -> TinyGPT:
     """A ~1.9M-parameter character GPT by default (65 symbols: Tiny Shakespeare)."""
     model = TinyGPT(vocab_size, seq_len, d_model, n_layer, n_head, d_ff, dropout)
-    return _tag(model, "tiny_gpt", vocab_size=vocab_size, seq_len=seq_len, d_model=d_model,
-                n_layer=n_layer, n_head=n_head, d_ff=d_ff, dropout=dropout)
+    return tag_arch(model, "tiny_gpt", vocab_size=vocab_size, seq_len=seq_len, d_model=d_model,
+                    n_layer=n_layer, n_head=n_head, d_ff=d_ff, dropout=dropout)
 
 
 def count_weights(model: nn.Module) -> int:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import _positive, _tag
+from .models import check_positive, tag_arch
 
 
 class BasicBlock(nn.Module):
@@ -36,8 +36,8 @@ class ResNetSmall(nn.Module):
                  channels: tuple[int, ...] = (16, 32, 64), blocks: int = 1,
                  stem_stride: int = 1):
         super().__init__()
-        _positive(in_channels=in_channels, num_classes=num_classes, blocks=blocks,
-                  stem_stride=stem_stride, **{f"c{i}": c for i, c in enumerate(channels)})
+        check_positive(in_channels=in_channels, num_classes=num_classes, blocks=blocks,
+                       stem_stride=stem_stride, **{f"c{i}": c for i, c in enumerate(channels)})
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, stem_stride, 1,
                                             bias=False),
                                   nn.BatchNorm2d(channels[0]), nn.ReLU())
@@ -60,5 +60,5 @@ def resnet_small(in_channels: int = 1, num_classes: int = 10,
     """ResNet-style CNN: ~78K parameters with the defaults (Fashion-MNIST sized);
     ``stem_stride=2`` halves the resolution up front (4x fewer MACs)."""
     model = ResNetSmall(in_channels, num_classes, tuple(channels), blocks, stem_stride)
-    return _tag(model, "resnet_small", in_channels=in_channels, num_classes=num_classes,
-                channels=list(channels), blocks=blocks, stem_stride=stem_stride)
+    return tag_arch(model, "resnet_small", in_channels=in_channels, num_classes=num_classes,
+                    channels=list(channels), blocks=blocks, stem_stride=stem_stride)
