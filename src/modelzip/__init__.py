@@ -18,7 +18,7 @@ from .errors import (
     ModelzipError,
     UnsupportedModelError,
 )
-from .io.mzip import load, read_manifest, save
+from .io.mzip import dumps, load, loads, read_manifest, save
 from .io.onnx_export import export_onnx
 from .measure import count_macs, count_params, measure
 from .train import accuracy, finetune, perplexity, train
@@ -29,9 +29,9 @@ __version__ = "0.1.0"
 __all__ = [
     "data", "zoo", "Config", "from_dict", "from_json", "registered",
     "ModelzipError", "ConfigError", "DataError", "FormatError", "UnsupportedModelError",
-    "BudgetError", "save", "load", "read_manifest", "export_onnx", "measure", "count_params",
-    "count_macs", "prune", "quantize", "clip", "cluster", "apply", "train", "finetune",
-    "accuracy", "perplexity",
+    "BudgetError", "save", "load", "dumps", "loads", "read_manifest", "export_onnx", "measure",
+    "count_params", "count_macs", "prune", "quantize", "clip", "cluster", "apply", "train",
+    "finetune", "accuracy", "perplexity",
 ]
 
 # --- pruning (issue 3) -------------------------------------------------------------
