@@ -53,11 +53,12 @@ def record_of(model: nn.Module) -> dict[str, Any] | None:
         return arch
     tf = sys.modules.get("transformers")  # a transformers model implies it was imported
     if tf is not None and isinstance(model, tf.PreTrainedModel):
-        return _builder("hf").record(model)
+        return builder_module("hf").record(model)
     return None
 
 
-def _builder(kind: str) -> Any:
+def builder_module(kind: str) -> Any:
+    """The module that rebuilds ``kind`` (imported now if it was not before)."""
     return importlib.import_module(KINDS[kind], _ROOT)
 
 
@@ -69,7 +70,7 @@ def build(arch: Any, *, trust_code: bool = False) -> nn.Module:
         raise FormatError(f"unknown architecture record {str(arch)[:80]!r}")
     if arch["kind"] == FACTORY:
         return _from_factory_record(arch, trust_code)
-    return _builder(arch["kind"]).from_record(arch)
+    return builder_module(arch["kind"]).from_record(arch)
 
 
 def check_factory(spec: Any) -> str:
@@ -114,3 +115,20 @@ def _from_factory_record(arch: dict[str, Any], trust_code: bool) -> nn.Module:
         return from_factory(spec, **kwargs)
     except TypeError as exc:
         raise FormatError(f"factory `{spec}` rejects the recorded arguments: {exc}") from None
+
+
+def describe(arch: Any) -> str:
+    """One line naming the architecture a file records (for inspect)."""
+    if not isinstance(arch, dict):
+        return "none recorded (load with model=)"
+    kind = arch.get("kind")
+    if kind == FACTORY:
+        return f"factory `{arch.get('factory')}` (user code: rebuilt only with trust_code)"
+    if kind == "zoo":
+        return f"zoo {arch.get('name')}"
+    if kind == "hf":
+        return f"Hugging Face {arch.get('class') or arch.get('auto_class')}"
+    if kind == "nas":
+        space = arch.get("space")
+        return f"searched {space.get('family') if isinstance(space, dict) else '?'}"
+    return f"unknown kind {str(kind)[:40]!r}"
