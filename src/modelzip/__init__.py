@@ -34,7 +34,7 @@ from . import nas
 from .nas import SearchResult, SearchSpace, search_architecture
 
 # files and exports
-from .io.mzip import load, read_manifest, save
+from .io.mzip import dumps, load, loads, read_manifest, save
 from .io.onnx_export import export_onnx
 
 # pipelines and reports
@@ -65,7 +65,7 @@ __all__ = [
     "iterative_prune", "WeightOnly", "Int8", "QAT", "Clip", "convert", "Cluster",
     "Distillation", "distill", "distill_recovery", "nas", "search_architecture",
     "SearchSpace", "SearchResult",
-    "save", "load", "read_manifest", "export_onnx",
+    "save", "load", "dumps", "loads", "read_manifest", "export_onnx",
     "Recipe", "Requirement", "compress", "CompressionResult", "auto_compress",
     "deep_compression", "prune_until", "sensitivity", "Finetune", "Distill", "Evaluate",
     "Convert", "Report", "report",

@@ -18,6 +18,7 @@ so that the file packs them to that many bits.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,23 @@ from .errors import ConfigError, FormatError
 ComputeFn = Callable[[nn.Module, str, dict[str, Any]], torch.Tensor]
 _REPARAM_KINDS: dict[str, ComputeFn] = {}
 _MODULE_CLASSES: dict[str, type[nn.Module]] = {}
+# Built-in kinds and classes -> the module (relative to modelzip) that registers them.
+# Looked up on first use, so that a name resolves whatever was imported before, and this
+# core module (and the .mzip format above it) never imports a method package.
+BUILTIN_REPARAMS: dict[str, str] = {
+    "affine": ".quantization.weight_only", "codebook": ".clustering", "lsq": ".quantization.qat",
+}
+BUILTIN_MODULES: dict[str, str] = {
+    "Int8Linear": ".quantization.int8", "Int8Conv2d": ".quantization.int8",
+    "PackedLinear": ".quantization.packed",
+}
+_ROOT = __name__.rpartition(".")[0]  # "modelzip"
+
+
+def _import_builtin(table: dict[str, str], name: Any) -> None:
+    """Import the module that registers built-in ``name`` (nothing for other names)."""
+    if isinstance(name, str) and name in table:
+        importlib.import_module(table[name], _ROOT)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -88,7 +106,21 @@ def register_reparam(kind: str) -> Callable[[ComputeFn], ComputeFn]:
 
 
 def reparam_kinds() -> tuple[str, ...]:
-    return tuple(_REPARAM_KINDS)
+    """Every known kind: registered ones and the built-ins (imported on first use)."""
+    return tuple(dict.fromkeys([*_REPARAM_KINDS, *BUILTIN_REPARAMS]))
+
+
+def reparam_compute(kind: Any) -> ComputeFn | None:
+    """The compute rule of re-parametrisation ``kind`` (None when unknown)."""
+    if not isinstance(kind, str):
+        return None
+    if kind not in _REPARAM_KINDS:
+        _import_builtin(BUILTIN_REPARAMS, kind)
+    return _REPARAM_KINDS.get(kind)
+
+
+def is_reparam_kind(kind: Any) -> bool:
+    return reparam_compute(kind) is not None
 
 
 def _sources_key(module: nn.Module, name: str) -> tuple:
@@ -121,7 +153,7 @@ def _detach_hook(module: nn.Module, args: Any, output: Any) -> None:
 def materialize(module: nn.Module, name: str) -> torch.Tensor:
     """The float tensor ``name`` as the forward pass sees it (mask applied)."""
     meta = module._mz_reparam[name]
-    fn = _REPARAM_KINDS.get(meta["kind"])
+    fn = reparam_compute(meta["kind"])
     if fn is None:
         raise FormatError(f"unknown re-parametrisation kind {meta['kind']!r}")
     value = fn(module, name, meta)
@@ -135,7 +167,7 @@ def install_reparam(module: nn.Module, name: str, meta: dict[str, Any],
 
     ``meta["kind"]`` must be a registered kind; ``trainable`` suffixes become Parameters.
     """
-    if meta.get("kind") not in _REPARAM_KINDS:
+    if not is_reparam_kind(meta.get("kind")):
         raise ConfigError(f"unknown re-parametrisation kind {meta.get('kind')!r}")
     if name in module._parameters:
         del module._parameters[name]
@@ -209,6 +241,9 @@ def register_module(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def module_class(name: str) -> type[nn.Module]:
+    """The registered compressed module class ``name`` (FormatError when not allowed)."""
+    if name not in _MODULE_CLASSES:
+        _import_builtin(BUILTIN_MODULES, name)
     try:
         return _MODULE_CLASSES[name]
     except KeyError:

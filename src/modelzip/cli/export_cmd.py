@@ -10,6 +10,7 @@ from ..errors import ModelzipError
 from ..io.mzip import load
 from ..io.onnx_export import export_onnx
 from .common import add_json, emit, load_dataset
+from .workflow import add_trust_code
 
 
 def add_parser(sub: Any) -> None:
@@ -19,6 +20,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", default=None, help="dataset giving the example input shape")
     p.add_argument("--data-root", default=None)
     p.add_argument("--opset", type=int, default=17)
+    add_trust_code(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -37,7 +39,7 @@ def example_for(arch: Any) -> torch.Tensor:
 
 
 def run(args: Any) -> int:
-    model = load(args.file)
+    model = load(args.file, trust_code=args.trust_code)
     if args.data:
         example = next(iter(load_dataset(args.data, args.data_root).test))[0][:1]
     else:

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ..io.arch import describe
 from ..io.inspect import layer_table
 from ..io.mzip import read_contents
 from .common import add_json, emit
@@ -36,6 +37,7 @@ def run(args: Any) -> int:
     emit(args, {"file": args.file, "arch": manifest.get("arch"), "layers": rows,
                 "total": totals}, table)
     if not args.json:
+        print(f"architecture: {describe(manifest.get('arch'))}")
         print(f"fp32 weights: {totals['fp32_bytes']:,} B   file: {totals['file_bytes']:,} B "
               f"(other tensors {totals['other_bytes']:,} B)   ratio: {totals['ratio']:.1f}x")
     return 0

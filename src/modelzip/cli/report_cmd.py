@@ -7,37 +7,37 @@ from typing import Any
 
 from rich.console import Console
 
-from ..data import info
 from ..io.mzip import load
 from ..report import report
-from ..train import accuracy, perplexity
-from .common import add_json, emit, load_dataset
+from .common import add_json, emit
+from .workflow import add_trust_code, file_metric
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="HTML report of a .mzip (per-layer storage, plots)")
     p.add_argument("file", help="a .mzip file")
     p.add_argument("--baseline", default=None, help="the uncompressed model (.mzip)")
-    p.add_argument("--data", default=None, help="dataset to evaluate on (optional)")
+    p.add_argument("--data", default=None,
+                   help="dataset to evaluate on (optional; 'sentences' for an encoder's "
+                        "embedding fidelity to --baseline)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder for --data sentences")
+    add_trust_code(p)
     p.add_argument("--out", default="report.html", help="HTML output path")
     add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: Any) -> int:
-    model = load(args.file)
-    baseline = load(args.baseline) if args.baseline else None
+    model = load(args.file, trust_code=args.trust_code)
+    baseline = load(args.baseline, trust_code=args.trust_code) if args.baseline else None
     evaluate = example = None
     if args.data:
-        split = load_dataset(args.data, args.data_root)
-        example = next(iter(split.test))[0][:1]
-        if "vocab_size" in info(split):
-            def evaluate(m: Any) -> float:
-                return -perplexity(m, split.test)
-        else:
-            def evaluate(m: Any) -> float:
-                return accuracy(m, split.test)
+        name, metric, example = file_metric(args, baseline)
+        sign = -1.0 if name == "perplexity" else 1.0  # the report wants higher = better
+
+        def evaluate(m: Any) -> float:
+            return sign * metric(m)
     rep = report(model, baseline, evaluate=evaluate, example_inputs=example,
                  title=f"modelzip report: {args.file}")
     rep.to_html(args.out)

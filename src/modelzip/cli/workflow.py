@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from torch import nn
 from .. import data as mzdata
 from .. import zoo
 from ..errors import ConfigError, ModelzipError
+from ..io.arch import from_factory
 from ..io.mzip import load
 from ..train import accuracy, perplexity, train
 from .common import load_dataset, zoo_for_data
@@ -34,9 +33,16 @@ class Job:
     example: Any = None
 
 
+def add_trust_code(p: Any) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a file whose model is built by a user factory (module:function) "
+                        "to import and run that code")
+
+
 def add_model_args(p: Any) -> None:
     p.add_argument("--model", required=True,
-                   help="zoo name, a local Hugging Face folder, or package.module:factory")
+                   help="zoo name, a local Hugging Face folder, a .mzip file, or "
+                        "package.module:factory")
     p.add_argument("--weights", default=None,
                    help="trained weights (.mzip or .safetensors); zoo models without weights "
                         "are trained first")
@@ -47,15 +53,19 @@ def add_model_args(p: Any) -> None:
     p.add_argument("--train-epochs", type=float, default=None,
                    help="epochs to train a zoo model that has no --weights")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", default=None,
+                   help="Hugging Face tokenizer folder for --data sentences (default: the "
+                        "model's folder, else all-MiniLM-L6-v2's)")
+    add_trust_code(p)
 
 
 def resolve(args: Any, progress: bool = True) -> Job:
     """Build the Job described by the model/data arguments."""
     torch.manual_seed(args.seed)
-    if Path(args.model).is_dir():
+    if Path(args.model).is_dir() or args.data == "sentences":
         return _hf_job(args)
     split = load_dataset(args.data, args.data_root)
-    model = _build(args.model, split)
+    model = _build(args.model, split, args.trust_code)
     if args.weights:
         _load_weights(model, args.weights)
     elif args.model in zoo.names():
@@ -74,21 +84,17 @@ def resolve(args: Any, progress: bool = True) -> Job:
                calib[0][0][:1])
 
 
-def _build(spec: str, split: mzdata.Split) -> nn.Module:
+def _build(spec: str, split: mzdata.Split | None, trust_code: bool) -> nn.Module:
     if spec in zoo.names():
+        if split is None:
+            raise ConfigError(f"zoo model '{spec}' needs an image or text dataset")
         return zoo_for_data(spec, split)
+    if spec.endswith(".mzip") and Path(spec).is_file():
+        return load(spec, trust_code=trust_code)
     if ":" in spec:
-        mod_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelzipError(f"cannot import model factory '{spec}': {exc}") from None
-        model = factory()
-        if not isinstance(model, nn.Module):
-            raise ModelzipError(f"'{spec}' did not return an nn.Module")
-        return model
+        return from_factory(spec)  # records the factory, so its .mzip can rebuild it
     raise ModelzipError(f"unknown model '{spec}': not a zoo model ({', '.join(zoo.names())}), "
-                        "a Hugging Face folder, or package.module:factory")
+                        "a Hugging Face folder, a .mzip file, or package.module:factory")
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
@@ -109,20 +115,50 @@ def _load_weights(model: nn.Module, path: str) -> None:
 
 
 def _hf_job(args: Any) -> Job:
+    """An encoder judged by the cosine of its sentence embeddings to the original's."""
     from ..io import hf
 
     if args.data != "sentences":
         raise ConfigError("Hugging Face encoders are evaluated with --data sentences")
-    model = hf.load_pretrained(args.model)
-    tok = hf.tokenizer(args.model)
+    folder = Path(args.model).is_dir()
+    model = hf.load_pretrained(args.model) if folder else _build(args.model, None,
+                                                                   args.trust_code)
+    tok = hf.tokenizer(args.tokenizer or (args.model if folder else hf.minilm_path()))
     sents = mzdata.sentences(640)
     evals, calib = hf.encode_batches(tok, sents[:512]), hf.encode_batches(tok, sents[512:])
-    reference = hf.sentence_embeddings(model, evals)
-    original = copy.deepcopy(model)
+    evaluate = embedding_fidelity(model, evals)
+    return Job(model, evaluate, "cosine", None, calib, calib[0]["input_ids"][:1])
+
+
+def embedding_fidelity(reference: nn.Module, batches: list[dict[str, torch.Tensor]]
+                       ) -> Callable[[nn.Module], float]:
+    """evaluate(model): mean cosine of its sentence embeddings to ``reference``'s."""
+    from ..io import hf
+
+    ref = hf.sentence_embeddings(reference, batches)
 
     def evaluate(m: nn.Module) -> float:
-        emb = hf.sentence_embeddings(m, evals)
-        return float((emb * reference).sum(-1).mean())
+        return float((hf.sentence_embeddings(m, batches) * ref).sum(-1).mean())
 
-    del original
-    return Job(model, evaluate, "cosine", None, calib, calib[0]["input_ids"][:1])
+    return evaluate
+
+
+def file_metric(args: Any, baseline: nn.Module | None
+                ) -> tuple[str, Callable[[nn.Module], float], Any]:
+    """(name, metric(model), example input) for evaluating a loaded file on ``args.data``:
+    accuracy, perplexity (lower is better) or, for ``sentences``, the embedding cosine to
+    ``baseline`` (an encoder has no accuracy of its own)."""
+    if args.data == "sentences":
+        from ..io import hf
+
+        if baseline is None:
+            raise ConfigError("--data sentences measures embedding fidelity: give --baseline "
+                              "(the original model's .mzip)")
+        tok = hf.tokenizer(getattr(args, "tokenizer", None) or hf.minilm_path())
+        batches = hf.encode_batches(tok, mzdata.sentences(512))
+        return "cosine", embedding_fidelity(baseline, batches), batches[0]["input_ids"][:1]
+    split = load_dataset(args.data, args.data_root)
+    example = next(iter(split.test))[0][:1]
+    if "vocab_size" in mzdata.info(split):
+        return "perplexity", lambda m: perplexity(m, split.test), example
+    return "accuracy", lambda m: accuracy(m, split.test), example

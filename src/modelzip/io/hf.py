@@ -1,8 +1,11 @@
 """Hugging Face adapters: local model folders only (never the network).
 
 A model loaded with :func:`load_pretrained` records an ``hf`` architecture (its config as
-JSON and an allowlisted Auto class) so that ``mz.load(path)`` rebuilds it from the .mzip
-alone via ``from_config`` - no remote code, no pickle.
+JSON and an allowlisted Auto class); any other ``transformers`` model (e.g. one built from
+a config) is recorded by :func:`record` when saved, with its class name, accepted on load
+only if it is a model class shipped by ``transformers``. Either way ``mz.load(path)``
+rebuilds it from the .mzip alone (``from_record``, the ``hf`` kind of modelzip.io.arch's
+table) - no remote code, no pickle.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import torch
 from torch import nn
 
 from ..errors import FormatError, ModelzipError
-from ..zoo import register_arch_kind
 
 AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
                 "AutoModelForSequenceClassification")
@@ -45,23 +47,44 @@ def load_pretrained(path: str | os.PathLike, auto_class: str = "AutoModel") -> n
     return model
 
 
-def _from_hf(arch: dict[str, Any]) -> nn.Module:
-    if arch.get("auto_class") not in AUTO_CLASSES or not isinstance(arch.get("config"), dict):
+def record(model: nn.Module) -> dict[str, Any]:
+    """The architecture record of a ``transformers`` model: its class and config."""
+    return {"kind": "hf", "class": type(model).__name__, "config": model.config.to_dict()}
+
+
+def _model_class(tf: Any, arch: dict[str, Any]) -> Any:
+    """The allowlisted class a record names: an Auto class, or a transformers model class."""
+    if "class" in arch:
+        cls = getattr(tf, arch["class"], None) if isinstance(arch["class"], str) else None
+        if not (isinstance(cls, type) and issubclass(cls, tf.PreTrainedModel)):
+            raise FormatError(f"{str(arch['class'])[:60]!r} is not a transformers model class")
+        return cls
+    if arch.get("auto_class") not in AUTO_CLASSES:
+        raise FormatError("bad Hugging Face architecture record")
+    return getattr(tf, arch["auto_class"])
+
+
+def from_record(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild a Hugging Face model (fresh weights) from its record in a .mzip."""
+    if not isinstance(arch.get("config"), dict):
         raise FormatError("bad Hugging Face architecture record")
     tf = _transformers()
+    cls = _model_class(tf, arch)
     cfg = dict(arch["config"])
     model_type = cfg.pop("model_type", None)
     if not isinstance(model_type, str):
         raise FormatError("Hugging Face record lacks model_type")
     try:
         config = tf.AutoConfig.for_model(model_type, **cfg)
-        model = getattr(tf, arch["auto_class"]).from_config(config, trust_remote_code=False)
+        if "class" in arch:
+            if not isinstance(config, cls.config_class):
+                raise FormatError(f"{arch['class']} does not take a {model_type} config")
+            model = cls(config)
+        else:
+            model = cls.from_config(config, trust_remote_code=False)
     except (ValueError, TypeError, KeyError) as exc:
         raise FormatError(f"cannot rebuild Hugging Face model: {exc}") from None
     return model.eval()
-
-
-register_arch_kind("hf", _from_hf)
 
 
 def minilm_path() -> Path:

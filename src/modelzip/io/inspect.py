@@ -13,13 +13,13 @@ from collections import defaultdict
 from typing import Any
 
 from ..ops.pack import packed_nbytes
-from .mzip import Contents, _split_key
+from .manifest import Contents, split_key
 
 WEIGHT_NAMES = ("weight",)
 
 
 def _owner(key: str) -> tuple[str, str]:
-    fqn, name = _split_key(key)
+    fqn, name = split_key(key)
     return fqn, name.split("_", 1)[0]
 
 

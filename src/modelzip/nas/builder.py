@@ -9,7 +9,6 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError, FormatError
-from ..zoo import register_arch_kind
 from ..zoo.models import TinyGPT
 from .space import SearchSpace
 
@@ -89,8 +88,9 @@ def build(space: SearchSpace | dict[str, Any], sample: dict[str, Any]) -> nn.Mod
     return model
 
 
-def _from_record(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild a searched architecture from the record stored in a .mzip file."""
+def from_record(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild a searched architecture from the record stored in a .mzip file (the ``nas``
+    kind of modelzip.io.arch's table)."""
     if set(arch) != {"kind", "space", "sample"}:
         raise FormatError("bad nas architecture record: needs exactly kind, space, sample")
     try:
@@ -101,5 +101,3 @@ def _from_record(arch: dict[str, Any]) -> nn.Module:
     except ConfigError as exc:
         raise FormatError(f"bad nas architecture record: {exc}") from None
 
-
-register_arch_kind("nas", _from_record)

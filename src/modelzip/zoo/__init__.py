@@ -1,4 +1,5 @@
-"""Reference models. Each records its architecture so that ``mz.load(path)`` rebuilds it."""
+"""Reference models. Each records its architecture (kind ``zoo``) so that ``mz.load(path)``
+rebuilds it; :func:`from_record` is that kind's builder in modelzip.io.arch's table."""
 
 from __future__ import annotations
 
@@ -14,17 +15,11 @@ from .students import student
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lenet300": lenet300, "lenet5": lenet5, "mlp128": mlp128, "tiny_gpt": tiny_gpt,
 }
-# arch "kind" -> builder from the arch record (zoo here; Hugging Face registers "hf")
-_ARCH_KINDS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
 
 
 def register_zoo(name: str, fn: Callable[..., nn.Module]) -> None:
     """Add a named builder (``fn(**kwargs)`` returns a model with ``_mz_arch`` set)."""
     _BUILDERS[name] = fn
-
-
-def register_arch_kind(kind: str, fn: Callable[[dict[str, Any]], nn.Module]) -> None:
-    _ARCH_KINDS[kind] = fn
 
 
 def names() -> list[str]:
@@ -42,7 +37,8 @@ def build(name: str, **kwargs: Any) -> nn.Module:
         raise ModelzipError(f"zoo model '{name}': {exc}") from None
 
 
-def _from_zoo(arch: dict[str, Any]) -> nn.Module:
+def from_record(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild a zoo model from its architecture record ``{"kind": "zoo", "name", "kwargs"}``."""
     kwargs = arch.get("kwargs", {})
     if not isinstance(kwargs, dict) or not isinstance(arch.get("name"), str):
         raise FormatError("bad zoo architecture record")
@@ -54,16 +50,11 @@ def _from_zoo(arch: dict[str, Any]) -> nn.Module:
         raise FormatError(f"bad zoo model arguments: {exc}") from None
 
 
-_ARCH_KINDS["zoo"] = _from_zoo
+def from_arch(arch: Any, *, trust_code: bool = False) -> nn.Module:
+    """Build a model from any architecture record stored in a file (see modelzip.io.arch)."""
+    from ..io.arch import build
 
-
-def from_arch(arch: Any) -> nn.Module:
-    """Build a model from the architecture record stored in a file."""
-    if arch is None:
-        raise ModelzipError("the file records no architecture: pass model= to mz.load")
-    if not isinstance(arch, dict) or arch.get("kind") not in _ARCH_KINDS:
-        raise FormatError(f"unknown architecture record {str(arch)[:80]!r}")
-    return _ARCH_KINDS[arch["kind"]](arch)
+    return build(arch, trust_code=trust_code)
 
 
 from .resnet import resnet_small  # noqa: E402
@@ -71,4 +62,4 @@ from .resnet import resnet_small  # noqa: E402
 register_zoo("resnet_small", resnet_small)
 
 __all__ = ["resnet_small", "lenet300", "lenet5", "mlp128", "tiny_gpt", "TinyGPT", "build",
-           "names", "from_arch", "register_zoo", "register_arch_kind", "student"]
+           "names", "from_arch", "from_record", "register_zoo", "student"]

@@ -1,0 +1,165 @@
+"""Reading a .mzip: the container (manifest.py) and every tensor it stores, decoded and
+checked (widths, counts, shapes, masks, element budget) before any allocation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import FormatError
+from . import legacy_v1
+from .manifest import (
+    DTYPE_NAMES,
+    DTYPES,
+    ELEMENTS_PER_BYTE,
+    MIN_BUDGET,
+    Contents,
+    check_shape,
+    dtype_of,
+    is_int,
+    mask_name,
+    need,
+    pattern_width,
+    split_key,
+    unpack,
+)
+from .sparse import decode_pattern
+from .streams import coder
+
+Decoded = tuple[dict[str, torch.Tensor], set[str], dict[str, tuple[int, bool]]]
+
+
+def read_contents(path: str | os.PathLike) -> Contents:
+    """Parse and validate the container and the manifest's top level (v2, or legacy v1)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FormatError(f"no such file: {p}")
+    return unpack(p.read_bytes(), str(p))
+
+
+def read_bytes(data: bytes) -> Contents:
+    """As :func:`read_contents`, for the bytes of a file already in memory."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected the bytes of a .mzip, got {type(data).__name__}")
+    return unpack(bytes(data))
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, Any], Any]:
+    """(manifest, streams) of a .mzip file, with the manifest's top level validated."""
+    c = read_contents(path)
+    return c.manifest, c.streams
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated manifest of a .mzip file (no tensor is decoded)."""
+    return read_contents(path).manifest
+
+
+class StreamReader:
+    """Hands out each stream's decoded symbols once, checking width and count."""
+
+    def __init__(self, streams: list[tuple[list[Any], bytes]]):
+        self.streams, self.used = streams, set()
+
+    def symbols(self, ref: Any, bits: int | None = None, count: int | None = None
+                ) -> np.ndarray:
+        need(is_int(ref) and 0 <= ref < len(self.streams), f"bad stream reference {ref!r}")
+        need(ref not in self.used, f"stream {ref} referenced twice")
+        self.used.add(ref)
+        (name, sbits, scount, _, _), data = self.streams[ref]
+        need(bits is None or sbits == bits, f"stream {ref} has width {sbits}, expected {bits}")
+        need(count is None or scount == count,
+             f"stream {ref} holds {scount} symbols, expected {count}")
+        out = coder(name).decode(data, scount, sbits)
+        need(isinstance(out, np.ndarray) and out.size == scount,
+             f"stream {ref} decoded to a wrong length")
+        return out
+
+    def bytes(self, ref: Any, count: int | None = None) -> bytes:
+        return self.symbols(ref, 8, count).astype(np.uint8, copy=False).tobytes()
+
+
+def _decode_values(v: Any, n: int, dtype: torch.dtype, rd: StreamReader
+                   ) -> tuple[torch.Tensor, tuple[int, bool] | None]:
+    need(isinstance(v, dict), "bad value encoding")
+    if v.get("codec") == "dense":
+        store = dtype_of(v.get("store", DTYPE_NAMES.get(dtype)))
+        need(store is not None and store.is_floating_point, "bad dense storage dtype")
+        raw = rd.bytes(v.get("data"), n * store.itemsize)
+        t = torch.frombuffer(bytearray(raw), dtype=store) if n else torch.empty(0, dtype=store)
+        return t.to(dtype), None
+    if v.get("codec") == "int":
+        bits, signed = v.get("bits"), v.get("signed", False)
+        need(is_int(bits) and 1 <= bits <= 32 and isinstance(signed, bool),
+             "bad integer code width")
+        codes = rd.symbols(v.get("data"), bits, n).astype(np.int64, copy=False)
+        if signed:
+            codes = codes - (1 << (bits - 1))
+        return legacy_v1.codes_tensor(codes, dtype), (bits, signed)
+    raise FormatError(f"unknown value codec {v.get('codec')!r}")
+
+
+def _decode_pattern(e: dict[str, Any], n: int, dtype: torch.dtype, rd: StreamReader
+                    ) -> torch.Tensor:
+    meta = e.get("pattern")
+    need(dtype == torch.bool and isinstance(meta, dict), "bad pattern")
+    width = pattern_width(meta)
+    if width is not None:
+        need(is_int(width) and 1 <= width <= 16, "bad relative-index width")
+        data: Any = rd.symbols(e.get("data"), width, meta.get("symbols"))
+    else:
+        data = rd.bytes(e.get("data"))
+    return torch.from_numpy(decode_pattern(meta, data, n))
+
+
+def _decode_entry(e: dict[str, Any], shape: tuple[int, ...], n: int, dtype: torch.dtype,
+                  out: dict[str, torch.Tensor], rd: StreamReader
+                  ) -> tuple[torch.Tensor, tuple[int, bool] | None]:
+    """One tensor entry (masked entries use the mask decoded before them)."""
+    codec = e.get("codec")
+    if codec == "pattern":
+        return _decode_pattern(e, n, dtype, rd), None
+    if codec == "masked":
+        fqn, name = split_key(e["key"])
+        mask = out.get(f"{fqn}.{mask_name(name)}" if fqn else mask_name(name))
+        need(mask is not None and mask.numel() == n, f"mask of {e['key']!r} missing or wrong")
+        mask = mask.reshape(shape)
+        vals, width = _decode_values(e.get("values"), int(torch.count_nonzero(mask)), dtype, rd)
+        return torch.zeros(shape, dtype=dtype).masked_scatter_(mask, vals), width
+    return _decode_values(e, n, dtype, rd)
+
+
+def decode_tensors(manifest: dict[str, Any], streams: Any) -> Decoded:
+    """All tensors of the file (key -> tensor), the Parameter keys, declared code widths."""
+    if manifest.get("version") == 1:
+        return legacy_v1.decode_tensors(manifest, streams, DTYPES, check_shape)
+    rd = StreamReader(streams)
+    out: dict[str, torch.Tensor] = {}
+    params: set[str] = set()
+    widths: dict[str, tuple[int, bool]] = {}
+    total = 0
+    budget = max(MIN_BUDGET, sum(len(s[1]) for s in streams) * ELEMENTS_PER_BYTE)
+    entries = manifest["tensors"]
+    order = sorted(entries, key=lambda e: 0 if isinstance(e, dict) and
+                   e.get("codec") == "pattern" else 1)
+    for e in order:
+        need(isinstance(e, dict) and isinstance(e.get("key"), str), "bad tensor entry")
+        key = e["key"]
+        need(key not in out, f"tensor {key!r} appears twice")
+        dtype = dtype_of(e.get("dtype", "float32"))
+        need(dtype is not None, f"bad dtype for {key!r}")
+        shape, n = check_shape(e.get("shape"), key)
+        total += n
+        need(total <= budget, "the file declares more elements than it can hold")
+        t, width = _decode_entry(e, shape, n, dtype, out, rd)
+        out[key] = t.reshape(shape)
+        if width is not None:
+            widths[key] = width
+        if e.get("param", False) is True:
+            params.add(key)
+    need(len(rd.used) == len(streams), "file holds streams that no tensor uses")
+    return out, params, widths

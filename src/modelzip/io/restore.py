@@ -1,0 +1,157 @@
+"""Putting decoded tensors into a model: build the recorded architecture (or take the
+caller's model), swap in compressed module classes, restore extra state and resized
+layers, install masks and re-parametrisations, then fill every value.
+
+Module classes and re-parametrisation kinds are looked up by name in the allowlists of
+:mod:`modelzip.state`, which import the method that defines a built-in name on first use:
+this layer never imports a method package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import state
+from ..errors import FormatError, ModelzipError
+from . import arch as arch_records
+from .manifest import MAX_NUMEL, SELF_CONTAINED, SHAPE_ATTRS, Contents, need, split_key
+from .reader import decode_tensors
+
+_FIT_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def _submodule(model: nn.Module, fqn: str) -> nn.Module:
+    need(isinstance(fqn, str), "bad module path")
+    try:
+        return model.get_submodule(fqn)
+    except AttributeError:
+        raise FormatError(f"file refers to module {fqn!r}, which the model lacks") from None
+
+
+def _apply_structure(model: nn.Module, manifest: dict[str, Any]) -> None:
+    """Swap in compressed module classes, restore extra state and layer sizes."""
+    for fqn, rec in manifest["modules"].items():
+        need(isinstance(rec, dict) and isinstance(rec.get("spec"), dict), "bad module record")
+        cls = state.module_class(str(rec.get("class")))
+        _submodule(model, fqn)
+        new = cls.mz_from_spec(rec["spec"])
+        if fqn:
+            model.set_submodule(fqn, new)
+        else:
+            raise FormatError("the root module cannot be replaced")
+    for fqn, value in manifest["extra"].items():
+        _submodule(model, fqn).set_extra_state(value)
+    for fqn, attrs in manifest["attrs"].items():
+        m = _submodule(model, fqn)
+        names = SHAPE_ATTRS.get(type(m))
+        need(isinstance(attrs, dict) and names is not None and set(attrs) == set(names),
+             f"bad layer attributes for {fqn!r}")
+        for a in names:
+            v = attrs[a]
+            ok = (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_NUMEL) or (
+                isinstance(v, list) and all(isinstance(x, int) and x > 0 for x in v))
+            need(ok, f"bad attribute {a} for {fqn!r}")
+            setattr(m, a, tuple(v) if isinstance(v, list) else v)
+
+
+def _install_reparams(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str],
+                      manifest: dict[str, Any]) -> set[str]:
+    """Install every re-parametrisation; returns the keys already placed for good."""
+    installed: set[str] = set()
+    for fqn, names in manifest["reparam"].items():
+        m = _submodule(model, fqn)
+        need(isinstance(names, dict), "bad re-parametrisation record")
+        for name, meta in names.items():
+            need(isinstance(meta, dict) and state.is_reparam_kind(meta.get("kind")),
+                 f"bad re-parametrisation for {fqn}.{name}")
+            prefix = f"{fqn}.{name}_" if fqn else f"{name}_"
+            parts = {k[len(prefix):]: v for k, v in tensors.items()
+                     if k.startswith(prefix) and k[len(prefix):] != "mask"}
+            need(bool(parts), f"no tensors for re-parametrised {fqn}.{name}")
+            trainable = tuple(s for s in parts if prefix + s in params)
+            state.install_reparam(m, name, meta, parts, trainable)
+            if meta["kind"] in SELF_CONTAINED:
+                installed.update(prefix + s for s in parts)
+    return installed
+
+
+def _place(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str],
+           widths: dict[str, tuple[int, bool]], manifest: dict[str, Any]) -> None:
+    """Create masks, re-parametrisations and resized tensors, then fill every value."""
+    for key, t in tensors.items():
+        fqn, name = split_key(key)
+        if name.endswith("_mask") and t.dtype == torch.bool:
+            m = _submodule(model, fqn)
+            m._buffers.pop(name, None)
+            m.register_buffer(name, t)
+    installed = _install_reparams(model, tensors, params, manifest)
+    for key, (bits, signed) in widths.items():
+        fqn, name = split_key(key)
+        state.set_bits(_submodule(model, fqn), name, bits, signed)
+    _resize(model, tensors)
+    rest = {k: v for k, v in tensors.items() if k not in installed}
+    missing, unexpected = model.load_state_dict(rest, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state") and k not in installed]
+    need(not missing, f"file lacks tensors the model needs: {missing[:5]}")
+    need(not unexpected, f"file has tensors the model lacks: {unexpected[:5]}")
+    with torch.no_grad():  # kinds that may depend on state loaded after their install
+        for _, m, name, meta in state.reparams(model):
+            if meta.get("kind") not in SELF_CONTAINED:
+                m.__dict__[name] = state.materialize(m, name)
+
+
+def _resize(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Replace plain tensors whose stored shape differs (layers shrunk by pruning)."""
+    current = model.state_dict()
+    for key, t in tensors.items():
+        old = current.get(key)
+        if old is None or old.shape == t.shape:
+            continue
+        fqn, name = split_key(key)
+        m = _submodule(model, fqn)
+        if name in m._parameters:
+            m._parameters[name] = nn.Parameter(torch.empty_like(t), requires_grad=True)
+        elif name in m._buffers:
+            m._buffers[name] = torch.empty_like(t)
+
+
+def build_model(arch: Any, stored: int, trust_code: bool = False) -> nn.Module:
+    """The recorded architecture, refused when it would be far larger than the file."""
+    need(arch is None or (isinstance(arch, dict) and isinstance(arch.get("kind"), str)),
+         "bad architecture record")
+    try:
+        if isinstance(arch, dict) and arch.get("kind") == "zoo":
+            with torch.device("meta"):
+                probe = arch_records.build(arch)
+            need_values = sum(t.numel() for t in probe.state_dict().values())
+            # structured pruning legitimately stores far fewer values than the recorded
+            # (unpruned) architecture (90% of channels removed keeps ~1% of a layer); the
+            # bound only stops a tiny file from demanding an absurd allocation
+            need(need_values <= max(256 * stored, 1 << 24),
+                 "the architecture does not match the tensors")
+        return arch_records.build(arch, trust_code=trust_code)
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise FormatError(f"cannot build the recorded architecture: {exc}") from None
+
+
+def restore(contents: Contents, model: nn.Module | None = None, *,
+            trust_code: bool = False) -> nn.Module:
+    """The model held by parsed ``contents``: ``model`` filled in place, or (None) the
+    architecture the file records, rebuilt (factory code only with ``trust_code``)."""
+    manifest = contents.manifest
+    tensors, params, widths = decode_tensors(manifest, contents.streams)
+    if model is None:
+        model = build_model(manifest.get("arch"), sum(t.numel() for t in tensors.values()),
+                            trust_code)
+    try:
+        _apply_structure(model, manifest)
+        _place(model, tensors, params, widths, manifest)
+    except ModelzipError:
+        raise
+    except _FIT_ERRORS as exc:
+        raise FormatError(f"file does not fit the model: {exc}".splitlines()[0]) from None
+    model._mz_arch = manifest.get("arch")
+    return model.eval()
