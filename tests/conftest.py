@@ -35,6 +35,16 @@ def text_path() -> Path | None:
     return p if p and p.is_file() else None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_env():
+    """Point MODELZIP_DATA at ../shared/datasets when it is there and unset, so code that
+    looks datasets up by name (the CLI, subprocesses) finds what the skips checked."""
+    root = data_root()
+    if root is not None and not os.environ.get("MODELZIP_DATA"):
+        os.environ["MODELZIP_DATA"] = str(root)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -120,7 +120,7 @@ def test_cli_eval_of_hf_file_in_a_fresh_process(files):
                   "--json"])
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(res.stdout)
-    split = mz.data.text(None)
+    split = mz.data.text(text_path())
     assert got["perplexity"] == pytest.approx(mz.perplexity(models["gpt2"], split.test),
                                               rel=1e-6)
     assert got["params"] == mz.count_params(models["gpt2"])[0]

@@ -95,7 +95,7 @@ def test_every_family_builds_saves_and_loads(tmp_path, family, fixed, x):
 
 
 def test_bad_arch_record_is_a_format_error():
-    from modelzip.zoo import from_arch
+    from modelzip.io.arch import build as from_arch
 
     sp = mz.nas.space("mlp", input_shape=[1, 8, 8], num_classes=10).to_dict()
     with pytest.raises(mz.FormatError):

@@ -12,23 +12,23 @@ from ..errors import FormatError, ModelzipError
 from .models import TinyGPT, lenet5, lenet300, mlp128, tiny_gpt
 from .students import student
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lenet300": lenet300, "lenet5": lenet5, "mlp128": mlp128, "tiny_gpt": tiny_gpt,
 }
 
 
 def register_zoo(name: str, fn: Callable[..., nn.Module]) -> None:
     """Add a named builder (``fn(**kwargs)`` returns a model with ``_mz_arch`` set)."""
-    _BUILDERS[name] = fn
+    BUILDERS[name] = fn
 
 
 def names() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(BUILDERS)
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
     """Instantiate zoo model ``name``."""
-    fn = _BUILDERS.get(name)
+    fn = BUILDERS.get(name)
     if fn is None:
         raise ModelzipError(f"unknown zoo model '{name}'; available: {', '.join(names())}")
     try:
@@ -42,19 +42,12 @@ def from_record(arch: dict[str, Any]) -> nn.Module:
     kwargs = arch.get("kwargs", {})
     if not isinstance(kwargs, dict) or not isinstance(arch.get("name"), str):
         raise FormatError("bad zoo architecture record")
-    if arch["name"] not in _BUILDERS:
+    if arch["name"] not in BUILDERS:
         raise FormatError(f"file names unknown zoo model {arch['name']!r}")
     try:
-        return _BUILDERS[arch["name"]](**kwargs)
+        return BUILDERS[arch["name"]](**kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise FormatError(f"bad zoo model arguments: {exc}") from None
-
-
-def from_arch(arch: Any, *, trust_code: bool = False) -> nn.Module:
-    """Build a model from any architecture record stored in a file (see modelzip.io.arch)."""
-    from ..io.arch import build
-
-    return build(arch, trust_code=trust_code)
 
 
 from .resnet import resnet_small  # noqa: E402
@@ -62,4 +55,4 @@ from .resnet import resnet_small  # noqa: E402
 register_zoo("resnet_small", resnet_small)
 
 __all__ = ["resnet_small", "lenet300", "lenet5", "mlp128", "tiny_gpt", "TinyGPT", "build",
-           "names", "from_arch", "from_record", "register_zoo", "student"]
+           "names", "from_record", "register_zoo", "student"]

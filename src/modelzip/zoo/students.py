@@ -27,12 +27,12 @@ INITS = ("random", "copy", "teacher")
 
 def _arch(teacher: nn.Module | str) -> tuple[str, dict[str, Any]]:
     """(zoo name, builder kwargs) of a zoo name or of a model built by the zoo."""
-    from . import _BUILDERS
+    from . import BUILDERS
 
     if isinstance(teacher, str):
-        if teacher not in _BUILDERS:
-            raise ConfigError(f"unknown zoo model {teacher!r}; available: {sorted(_BUILDERS)}")
-        params = inspect.signature(_BUILDERS[teacher]).parameters.values()
+        if teacher not in BUILDERS:
+            raise ConfigError(f"unknown zoo model {teacher!r}; available: {sorted(BUILDERS)}")
+        params = inspect.signature(BUILDERS[teacher]).parameters.values()
         return teacher, {p.name: p.default for p in params if p.default is not p.empty}
     arch = getattr(teacher, "_mz_arch", None)
     if not (isinstance(arch, dict) and arch.get("kind") == "zoo"):
