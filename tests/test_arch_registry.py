@@ -320,3 +320,17 @@ def test_format_layer_imports_no_method_package(name):
             continue
         for m in mods:
             assert m.split(".")[0] not in METHODS, f"io/{name}.py imports {m}"
+
+
+def test_recorded_architecture_is_bounded_by_the_file():
+    from modelzip.io.restore import build_model
+
+    big = hf.record(gpt2())
+    big["config"]["vocab_size"] = 10 ** 8  # 3.2e9 floats from a tiny file
+    with pytest.raises(mz.FormatError, match="does not match"):
+        build_model(big, stored=1000)
+    sp = mz.nas.space("mlp", input_shape=[1, 512, 512], num_classes=10)
+    with torch.device("meta"):  # the record only: nothing allocated here
+        nas = mz.nas.build(sp, {k: v[-1] for k, v in sp.params().items()})._mz_arch
+    with pytest.raises(mz.FormatError, match="does not match"):
+        build_model(nas, stored=10)

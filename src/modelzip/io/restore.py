@@ -20,6 +20,9 @@ from . import arch as arch_records
 from .manifest import MAX_NUMEL, SELF_CONTAINED, SHAPE_ATTRS, Contents, need, split_key
 from .reader import decode_tensors
 
+# kinds built once on the meta device first, to bound their size by the file's (a factory
+# is not: that would run user code twice)
+PROBED = ("zoo", "nas", "hf")
 _FIT_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
@@ -123,8 +126,8 @@ def build_model(arch: Any, stored: int, trust_code: bool = False) -> nn.Module:
     need(arch is None or (isinstance(arch, dict) and isinstance(arch.get("kind"), str)),
          "bad architecture record")
     try:
-        if isinstance(arch, dict) and arch.get("kind") == "zoo":
-            with torch.device("meta"):
+        if isinstance(arch, dict) and arch.get("kind") in PROBED:
+            with torch.device("meta"):  # sizes only: no memory, no initialisation
                 probe = arch_records.build(arch)
             need_values = sum(t.numel() for t in probe.state_dict().values())
             # structured pruning legitimately stores far fewer values than the recorded
