@@ -60,7 +60,7 @@ class Import:
     source: str
     target: str
     name: str | None  # the name imported with ``from x import name`` (None: a module)
-    lazy: bool  # inside a function or class body
+    lazy: bool  # inside a function body (runs when called, not at import)
     line: int
 
 
@@ -80,11 +80,13 @@ TREES = {m: ast.parse(p.read_text(encoding="utf-8"), str(p)) for m, p in MODULES
 
 
 def _walk(node: ast.AST, lazy: bool = False):
-    """(node, inside a function or class) for every node below ``node``."""
+    """(node, not run at import: inside a function or ``if TYPE_CHECKING``) for every node
+    below ``node``."""
     for child in ast.iter_child_nodes(node):
         yield child, lazy
-        inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                           ast.ClassDef, ast.Lambda))
+        inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            inner = True
         yield from _walk(child, inner)
 
 

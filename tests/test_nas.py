@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -330,6 +331,31 @@ def test_killed_search_resumes_without_losing_trials(tmp_path, data, tiny_space,
             and t.state != optuna.trial.TrialState.FAIL}
     assert len(done) == 6 and r.metrics["trials"] == 6
     assert all(done[n] == v for n, v in before.items())  # nothing finished was lost
+
+
+def test_trial_orphaned_before_its_first_heartbeat_is_replaced(tmp_path, data, tiny_space,
+                                                               monkeypatch):
+    """A worker killed between creating its trial and the trial's first heartbeat leaves a
+    RUNNING trial without a heartbeat, which Optuna never fails by itself."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    monkeypatch.setitem(nas_workers.HEARTBEAT, "grace", 2)
+    run(tiny_space, data, strategy="random", trials=1, epochs=1, storage=url, study="o")
+    storage = nas_workers.open_storage(url)
+    orphan = storage.create_new_trial(storage.get_study_id_from_name("o"))
+
+    def hung(*_):
+        raise TimeoutError("the search waited forever for the orphaned trial")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        r = run(tiny_space, data, strategy="random", trials=2, epochs=1, storage=url, study="o")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert storage.get_trial(orphan).state == optuna.trial.TrialState.FAIL
+    assert r.metrics["trials"] == 2
+    assert [row["state"] for row in r.history] == ["complete", "fail", "complete"]
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):

@@ -82,12 +82,33 @@ def load_study(job: Job, worker: int, study: optuna.Study | None) -> optuna.Stud
     return study
 
 
+def give_heartbeats(storage: Any, study: optuna.Study, trials: list[Any],
+                    given: set[int]) -> None:
+    """Record one heartbeat for each running trial not seen before.
+
+    Optuna never fails a running trial that has no heartbeat at all: a worker killed
+    between creating its trial and the first beat of its heartbeat thread leaves a trial
+    that would hold the budget forever. A live worker keeps refreshing its own trial's
+    heartbeat; a dead one's goes stale after the grace period and is failed and replaced.
+    """
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None or not hasattr(storage, "record_heartbeat"):
+        return  # in-memory storage, or a storage without heartbeats
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.number not in given:
+            storage.record_heartbeat(
+                storage.get_trial_id_from_study_id_trial_number(study_id, t.number))
+            given.add(t.number)
+
+
 def work(job: Job, worker: int, study: optuna.Study | None = None,
          bar: tqdm | None = None) -> None:
     """Run trials until the study holds ``job.trials`` non-failed trials."""
     study = load_study(job, worker, study)
     space = SearchSpace.from_dict(job.space)
     run_one = functools.partial(objective, job, space)
+    storage, given = None, set()
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -98,6 +119,9 @@ def work(job: Job, worker: int, study: optuna.Study | None = None,
             bar.refresh()
         if len(live) >= job.trials:
             if worker == 0 and any(t.state == TrialState.RUNNING for t in live):
+                if storage is None:
+                    storage = open_storage(job.storage)
+                give_heartbeats(storage, study, live, given)
                 time.sleep(POLL_S)  # wait for other workers (or for a dead one to go stale)
                 continue
             return
