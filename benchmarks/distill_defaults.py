@@ -21,7 +21,7 @@ from torch import nn
 
 import modelzip as mz
 
-GRID = [(1.0, 0.3), (2.0, 0.5), (4.0, 0.5), (1.0, 0.9), (2.0, 0.9),
+GRID = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (1.0, 0.9), (2.0, 0.9),
         (4.0, 0.9)]  # (4.0, 0.9): the defaults before this benchmark
 
 

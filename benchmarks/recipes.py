@@ -126,8 +126,33 @@ def run_one(name: str) -> list:
             "; ".join(res.metrics["changed_units"] + res.metrics["skipped_units"]) or "-"]
 
 
+def previous(subset: bool) -> tuple[str, dict[str, list]]:
+    """The last full run's rows (to show that a change kept the figures); a run of a
+    subset of recipes keeps comparing against the run before the last full one."""
+    path = RESULTS / "recipes.json"
+    if not path.exists():
+        return "", {}
+    old = json.loads(path.read_text())
+    if subset and "previous_run" in old:
+        return old["previous_run"]["date"], old["previous_run"]["rows"]
+    return old["date"], {r[0]: r for r in old["tables"][0]["rows"]}
+
+
+def comparison(date: str, prev: dict[str, list], rows: dict[str, list]) -> dict:
+    """Size ratio and drop of this run beside the previous run's, per recipe."""
+    out = []
+    for name in sorted(rows):
+        old = prev.get(name)
+        new = rows[name]
+        out.append([name, old[7] if old else "-", new[7], old[5] if old else "-", new[5]])
+    return {"title": f"Against the previous run ({date}): size ratio and drop",
+            "columns": ["recipe", "ratio before", "ratio now", "drop before", "drop now"],
+            "rows": out}
+
+
 def main() -> None:
     torch.set_num_threads(1)
+    prev_date, prev = previous(bool(sys.argv[1:]))
     names = sys.argv[1:] or sorted(mz.pipeline.builtin_recipes())
     partial = RESULTS / "recipes.partial"
     rows = json.loads(partial.read_text()) if partial.exists() else {}
@@ -144,7 +169,9 @@ def main() -> None:
         [{"columns": ["recipe", "model / data", "metric", "baseline", "compressed (loaded)",
                       "drop", "budget", "size ratio", "latency ratio", "wall s",
                       "backed off / skipped"],
-          "rows": [rows[k] for k in sorted(rows)]}],
+          "rows": [rows[k] for k in sorted(rows)]}]
+        + ([comparison(prev_date, prev, rows)] if prev else []),
+        extra={"previous_run": {"date": prev_date, "rows": prev}} if prev else None,
         notes=notes + [
             "Size ratio: fp32 safetensors bytes of the baseline / bytes of the .mzip written.",
             "Latency ratio: baseline / compressed median of 25 interleaved repeats, 1 thread; "

@@ -44,7 +44,7 @@ class Distillation(Config):
     """
 
     temperature: float = 1.0
-    alpha: float = 0.5
+    alpha: float = 0.3
     features: dict[str, str] | None = None
     loss: str = "kl"
     feature_weight: float = 1.0
