@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .batches import forward, logits_of
 from .config import ConfigError
+from .distributed import ddp
 from .errors import ModelzipError
 from .state import enforce_masks, mask_gradients
 
@@ -55,6 +56,9 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     ``on_epoch(i)`` returning True stops early. ``evaluate(model)`` (higher is better,
     e.g. validation accuracy) runs after each epoch: training stops after ``patience``
     epochs without improvement and the best weights seen are restored.
+    Under torchrun it trains data-parallel (see :mod:`modelzip.distributed.ddp`): the
+    model is wrapped in DDP, each rank takes its share of every batch, and the result
+    equals one process with the same global batch.
     """
     _check(epochs, lr)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -65,7 +69,11 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     total = math.ceil(epochs * n_batches) if n_batches else None
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
              if schedule == "cosine" and total else None)
-    stopper = _EarlyStop(model, evaluate, patience) if evaluate is not None else None
+    dp = ddp.init_from_env()  # torchrun: DDP, each rank a weighted share of every batch
+    net, data = (ddp.wrap(model), ddp.Sharded(data)) if dp else (model, data)
+    progress = progress and ddp.is_main()
+    stopper = _EarlyStop(model, ddp.agreed(evaluate), patience) if evaluate is not None \
+        else None
     model.train()
     step = 0
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="batch")
@@ -75,7 +83,8 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
             for n, batch in enumerate(data):
                 if total is not None and step >= total:
                     break
-                loss = _named(step_loss(model, batch), running, n)
+                batch, weight = batch if dp else (batch, 1.0)
+                loss = _named(step_loss(net, batch), running, n) * weight
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 mask_gradients(model)

@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+from collections.abc import Iterator
 
-from ..errors import ModelzipError
+from ..errors import ConfigError, ModelzipError
 
 COMMANDS = [
     "demo", "train", "eval", "inspect",
     "compress", "auto", "report", "export",
     "search",  # issue 8
+    "worker",  # issue 17
 ]
+DATA_PARALLEL = ("compress", "train", "eval", "inspect", "export", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +38,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with torchrun(args.command):
+            return int(args.func(args) or 0)
     except ModelzipError as exc:
         print(f"modelzip {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"modelzip {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def torchrun(command: str) -> Iterator[None]:
+    """Under torchrun: join the process group; ranks other than 0 print nothing (rank 0
+    alone writes files, see io.safetensors_io.write_atomic). No-op in one process."""
+    from ..distributed import ddp
+
+    if not ddp.launched():
+        yield
+        return
+    if command not in DATA_PARALLEL:
+        raise ConfigError(f"'{command}' does not run under torchrun: searches scale with "
+                          "'modelzip worker' processes sharing a storage (docs/cluster.md)")
+    ddp.init_from_env()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not ddp.is_main():
+                devnull = stack.enter_context(open(os.devnull, "w"))
+                stack.enter_context(contextlib.redirect_stdout(devnull))
+                stack.enter_context(contextlib.redirect_stderr(devnull))
+            yield
+    finally:
+        ddp.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover
