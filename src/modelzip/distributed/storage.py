@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelzipError
+from ..errors import ConfigError, ModelzipError
 
 HEARTBEAT_INTERVAL = 2  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 10  # seconds without a heartbeat before a RUNNING trial counts as dead
@@ -41,7 +41,7 @@ FORMS = ("a SQLite file (run.db) or sqlite:///run.db, postgresql://user:pass@hos
          "mysql://user:pass@host/db, or journal:///shared/path.log")
 
 
-class StorageError(ModelzipError):
+class StorageError(ConfigError):
     """A storage value is malformed, its driver is missing or its server cannot be reached."""
 
 
@@ -73,13 +73,16 @@ def storage_url(value: Any, default: str | Path | None = None) -> str:
         if not value.lower().endswith(SQLITE_SUFFIXES):
             raise StorageError(f"storage {value!r} is not a storage URL; use {FORMS}")
         return f"sqlite:///{Path(value).expanduser().resolve()}"
-    scheme = value.split("://", 1)[0].lower()
-    if scheme == "postgres":
-        return "postgresql" + value[len("postgres"):]
+    scheme, rest = value.split("://", 1)
+    scheme = scheme.lower()
+    if scheme in ("postgres", "postgresql"):  # sqlalchemy's default driver varies by version
+        driver = "psycopg" if _importable("psycopg") and not _importable("psycopg2") \
+            else "psycopg2"
+        return f"postgresql+{driver}://{rest}"
     if scheme == "mysql":
         driver = "mysqldb" if _importable("MySQLdb") else "pymysql"
         return f"mysql+{driver}" + value[len("mysql"):]
-    if scheme == "journal" or scheme == "sqlite" or scheme in DRIVERS:
+    if scheme in ("journal", "sqlite") or scheme in DRIVERS:
         return value
     raise StorageError(f"unsupported storage scheme {scheme!r} in {masked(value)}; use {FORMS}")
 
@@ -166,11 +169,13 @@ def open_storage(value: Any, *, default: str | Path | None = None,
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if url.startswith("postgresql"):
         kw["engine_kwargs"]["connect_args"] = {"connect_timeout": 10}
-    callback = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
-    params = inspect.signature(optuna.storages.RDBStorage).parameters
-    key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params \
-        else "failed_trial_callback"  # the older name (Optuna < 4.9)
-    kw[key] = callback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental / renamed across Optuna versions
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                        optuna.storages.RetryFailedTrialCallback)
+        kw["heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
+           inspect.signature(optuna.storages.RDBStorage).parameters
+           else "failed_trial_callback"] = retry(max_retry=max_retry)
 
     def make() -> Any:
         with warnings.catch_warnings():

@@ -50,8 +50,13 @@ def create_or_load_study(storage: Any, name: str, *, directions: Iterable[str],
     dirs = [d.lower() for d in directions]
 
     def make() -> optuna.Study:
-        return optuna.create_study(storage=storage, study_name=name, directions=dirs,
-                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created"
+        try:
+            return optuna.create_study(storage=storage, study_name=name, directions=dirs,
+                                       sampler=sampler, pruner=pruner, load_if_exists=True)
+        finally:
+            optuna.logging.set_verbosity(level)
 
     study = retrying(make, f"create study {name!r} in", _where(storage))
     have = [d.name.lower() for d in study.directions]
@@ -86,10 +91,9 @@ def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int
 
 def has_heartbeat(study: optuna.Study) -> bool:
     """Whether the study's storage runs Optuna's own heartbeat (relational storages)."""
-    from optuna.storages import BaseHeartbeat
-
     storage = study._storage  # Optuna's own fail_stale_trials reads it the same way
-    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+    interval = getattr(storage, "get_heartbeat_interval", None)  # optuna's BaseHeartbeat
+    return callable(interval) and interval() is not None
 
 
 def fail_dead_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
@@ -106,7 +110,8 @@ def fail_dead_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
             optuna.storages.fail_stale_trials(study)
             return count(study, (TrialState.FAIL,)) - before
         storage, now, failed = study._storage, time.time(), 0
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                        optuna.storages.RetryFailedTrialCallback)(max_retry=max_retry)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             last = t.system_attrs.get(BEAT) or (t.datetime_start.timestamp()
                                                if t.datetime_start else now)

@@ -6,11 +6,11 @@ limited) and rejected before training if it breaks a limit (recorded as a PRUNED
 with a ``violation`` attribute), trained briefly (or distilled from a teacher) with
 Optuna's pruner watching the per-epoch metric, and evaluated.
 
-Trials live in an Optuna storage. The budget ``trials`` counts every trial that is not
-FAIL (complete, pruned or running), so a killed run resumes where it stopped (its
-interrupted trial goes stale via the RDB heartbeat and is replaced) and any number of
-worker processes or machines opening the same study finish exactly ``trials`` between
-them: a worker that starts a surplus trial marks it FAIL (attribute ``surplus``) and stops.
+Trials live in an Optuna storage (modelzip.distributed). The budget ``trials`` counts
+FINISHED trials (complete or pruned) across every process (``run_until_total``), so a
+killed run resumes where it stopped (its interrupted trial goes stale via the heartbeat and
+is retried) and any number of worker processes or machines opening the same study finish
+exactly ``trials`` between them: a surplus trial is marked FAIL (attribute ``surplus``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import pickle
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,11 +29,13 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..batches import forward
+from ..distributed.storage import open_storage as open_any_storage
+from ..distributed.study import create_or_load_study, run_until_total
 from ..errors import BudgetError, ConfigError, ModelzipError
 from ..measure import count_macs, count_params, model_latency
 from ..measure import threads as torch_threads
@@ -48,13 +49,7 @@ from .space import space as make_space
 from .supernet import train_supernet
 
 LIMITS = ("params", "macs", "latency_ms")
-HEARTBEAT = {"interval": 2, "grace": 10}  # seconds (RDB storages only)
-_POLL_S = 0.5
-
-
-class _Surplus(Exception):
-    """Raised inside a trial that started after the budget was already taken."""
-
+HEARTBEAT = {"interval": 2, "grace": 10}  # seconds
 
 @dataclass
 class SearchResult:
@@ -140,23 +135,12 @@ def _pruner(spec: Any) -> optuna.pruners.BasePruner:
 
 
 def open_storage(url: Any) -> Any:
-    """An Optuna storage for ``url`` (None: in memory). RDB URLs get a heartbeat so that
-    the trials of killed workers are failed and replaced; SQLite gets a 60 s lock timeout."""
-    if url is None or isinstance(url, optuna.storages.BaseStorage):
-        return url
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"storage must be an Optuna storage URL like sqlite:///search.db, "
-                          f"got {url!r}")
-    kw: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kw["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT["interval"],
-                                              grace_period=HEARTBEAT["grace"], **kw)
-    except Exception as exc:  # sqlalchemy raises many kinds
-        raise ConfigError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+    """An Optuna storage for ``url`` (None: in memory; sqlite, postgresql, mysql, journal:
+    see modelzip.distributed.storage), with heartbeats so killed workers' trials are retried."""
+    if url is None:
+        return None
+    return open_any_storage(url, heartbeat_interval=HEARTBEAT["interval"],
+                            grace_period=HEARTBEAT["grace"])
 
 
 # ------------------------------------------------------------------ measuring a sample
@@ -186,11 +170,6 @@ def violation(stats: dict[str, float], constraints: dict[str, float]) -> str | N
 
 
 # ------------------------------------------------------------------ one trial
-def _live(trials: Iterable[FrozenTrial], before: int | None = None) -> list[FrozenTrial]:
-    return [t for t in trials if t.state != TrialState.FAIL
-            and (before is None or t.number < before)]
-
-
 def _train(job: _Job, model: nn.Module, trial: optuna.Trial | None, prune: bool) -> None:
     if job.teacher is not None:
         import modelzip as mz
@@ -219,9 +198,6 @@ def _train(job: _Job, model: nn.Module, trial: optuna.Trial | None, prune: bool)
 
 
 def _objective(job: _Job, space: SearchSpace, trial: optuna.Trial) -> Any:
-    if len(_live(trial.study.get_trials(deepcopy=False), before=trial.number)) >= job.trials:
-        trial.set_user_attr("surplus", True)
-        raise _Surplus()
     params = {k: trial.suggest_categorical(k, v) for k, v in space.params().items()}
     sample = space.normalise(params)
     torch.manual_seed(mixed_seed(job.seed, trial.number))
@@ -275,27 +251,17 @@ def _load(job: _Job, worker: int, study: optuna.Study | None) -> optuna.Study:
 
 def _work(job: _Job, worker: int, study: optuna.Study | None = None,
           bar: tqdm | None = None) -> None:
-    """Run trials until the study holds ``job.trials`` non-failed trials."""
+    """Run trials until the study holds ``job.trials`` finished trials (all processes)."""
     study = _load(job, worker, study)
     space = SearchSpace.from_dict(job.space)
     objective = functools.partial(_objective, job, space)
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # no-op without a heartbeat
-        live = _live(study.get_trials(deepcopy=False))
+
+    def show(n: int) -> None:
         if bar is not None:
-            bar.n = sum(t.state != TrialState.RUNNING for t in live)
+            bar.n = n
             bar.refresh()
-        if len(live) >= job.trials:
-            if worker == 0 and any(t.state == TrialState.RUNNING for t in live):
-                time.sleep(_POLL_S)  # wait for other workers (or for a dead one to go stale)
-                continue
-            return
-        try:
-            study.optimize(objective, n_trials=1)
-        except _Surplus:
-            continue
+
+    run_until_total(study, job.trials, objective, grace=HEARTBEAT["grace"], on_progress=show)
 
 
 def _child(payload_path: str, worker: int) -> None:
@@ -489,11 +455,7 @@ def _make_job(space: Any, kw: dict[str, Any]) -> tuple[SearchSpace, _Job]:
 
 def _open_study(job: _Job, sp: SearchSpace) -> optuna.Study:
     dirs = ["maximize"] + ["minimize"] * (len(job.objectives) - 1)
-    st = optuna.create_study(storage=open_storage(job.storage), study_name=job.study,
-                             directions=dirs, load_if_exists=True)
-    if len(st.directions) != len(dirs):
-        raise ConfigError(f"study {job.study!r} has {len(st.directions)} objective(s), "
-                          f"this search {len(dirs)}")
+    st = create_or_load_study(open_storage(job.storage), job.study, directions=dirs)
     recorded = st.user_attrs.get("mz_space")
     if recorded is None:
         st.set_user_attr("mz_space", sp.to_dict())

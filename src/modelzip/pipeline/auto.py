@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..batches import first_input
 from ..config import registered
+from ..distributed.storage import open_storage
+from ..distributed.study import create_or_load_study, run_until_total
 from ..errors import ConfigError
 from ..measure import model_latency
 from .compress import CompressionResult, _Context, _result, _run_steps, attempt_bytes
@@ -86,8 +89,10 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
     """Search sparsity x quantization x fine-tuning for the smallest (``objective="size"``)
     or fastest (``"latency"``) model within ``max_drop`` of the baseline metric.
 
-    ``storage``: an Optuna storage URL (default ``sqlite:///modelzip-auto.db`` in the
-    working folder); re-running with the same ``study`` resumes it.
+    ``storage``: sqlite/postgresql/mysql URL or ``journal:///path`` (default
+    ``sqlite:///modelzip-auto.db`` in the working folder). ``trials`` is the study's total
+    of finished trials: re-running with the same ``study`` resumes it, and processes sharing
+    it (``modelzip worker``) finish exactly ``trials`` between them.
     """
     import optuna
 
@@ -102,11 +107,10 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
     example = _example(ctx) if objective == "latency" else None
     if objective == "latency" and example is None:
         raise ConfigError("objective='latency' needs train_data or calib_data for inputs")
-    url = storage or f"sqlite:///{Path.cwd() / 'modelzip-auto.db'}"
+    store = open_storage(storage, default=Path.cwd() / "modelzip-auto.db")
     sampler = optuna.samplers.TPESampler(seed=seed)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = optuna.create_study(study_name=study, storage=url, sampler=sampler,
-                             direction="minimize", load_if_exists=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    st = create_or_load_study(store, study, directions=["minimize"], sampler=sampler)
     kept: dict[int, nn.Module] = {}
 
     def run(trial: Any) -> float:
@@ -125,7 +129,9 @@ def auto_compress(model: nn.Module, *, evaluate: Callable[[nn.Module], float],
             kept[trial.number] = m
         return float(value)
 
-    st.optimize(run, n_trials=trials, show_progress_bar=progress, catch=())
+    # ``trials`` is the study's total of finished trials, over every process and run
+    with tqdm(total=trials, desc="auto", disable=not progress, unit="trial") as bar:
+        run_until_total(st, trials, run, on_progress=lambda n: bar.update(n - bar.n))
     return _auto_result(model, st, kept, ctx, base, threshold)
 
 
@@ -137,15 +143,13 @@ def _auto_result(model: nn.Module, st: Any, kept: dict[int, nn.Module], ctx: _Co
                 "metric": t.user_attrs["metric"], "bytes": t.user_attrs["bytes"],
                 "passed": t.user_attrs["metric"] >= threshold,
                 "seconds": round(t.user_attrs.get("seconds", 0.0), 3)} for t in done]
-    if feasible:
-        best_t = min(feasible, key=lambda t: t.value)
-        best = kept.get(best_t.number)
-        if best is None:  # found by an earlier process: replay its recipe
-            params = dict(best_t.params)
-            best = _apply(model, recipe_from_params(params), ctx)
-        recipe = recipe_from_params(dict(best_t.params))
-    else:
-        best, recipe = copy.deepcopy(model), Recipe([{"evaluate": {}}], name="auto")
+    best, recipe = copy.deepcopy(model), Recipe([{"evaluate": {}}], name="auto")
+    for best_t in sorted(feasible, key=lambda t: t.value)[:3]:
+        m = kept.get(best_t.number)  # else found by another process: replay its recipe
+        m = _apply(model, recipe_from_params(dict(best_t.params)), ctx) if m is None else m
+        if float(ctx.evaluate(m)) >= threshold:  # the model written must meet the budget
+            best, recipe = m, recipe_from_params(dict(best_t.params))
+            break
     ctx.history[:] = [{"stage": "baseline", "metric": base, "passed": True,
                        "bytes": attempt_bytes(model), "config": None, "seconds": 0.0}] + history
     res = _result(model, best, base, threshold, ctx, "completed", [], recipe)
