@@ -4,7 +4,8 @@
 study STUDY in storage URL (creating it if it is the first) and runs trials until the study
 holds TOTAL finished trials across all processes. Each trial records its worker's pid and
 sleeps S seconds (a stand-in for training); with --marks it writes DIR/<pid> holding the
-number of the trial it is running, so a test can kill it mid-trial.
+number of the trial it is running, so a test can kill it mid-trial. --start-at T makes
+every process open the storage at the same instant T.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ def main() -> None:
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--grace", type=int, default=3)
     p.add_argument("--marks", default=None)
+    p.add_argument("--start-at", type=float, default=None,
+                   help="wait until this time.time() before opening the storage, so that "
+                        "processes started together hit a fresh database at one instant")
     a = p.parse_args()
+    if a.start_at is not None:
+        time.sleep(max(0.0, a.start_at - time.time()))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(a.url, heartbeat_interval=1, grace_period=a.grace)
     study = create_or_load_study(storage, a.study, directions=["minimize"],

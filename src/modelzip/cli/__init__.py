@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 
 from ..errors import ConfigError, ModelzipError
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with torchrun(args.command):
+        with torchrun(args):
             return int(args.func(args) or 0)
     except ModelzipError as exc:
         print(f"modelzip {args.command}: error: {exc}", file=sys.stderr)
@@ -49,16 +50,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def torchrun(command: str) -> Iterator[None]:
-    """Under torchrun: join the process group; ranks other than 0 print nothing (rank 0
-    alone writes files, see io.safetensors_io.write_atomic). No-op in one process."""
+def torchrun(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun: join the process group; rank 0 alone prints and writes the output
+    files (the other ranks, holding the same model, write theirs into a scratch folder that
+    is deleted). No-op in one process."""
     from ..distributed import ddp
 
     if not ddp.launched():
         yield
         return
-    if command not in DATA_PARALLEL:
-        raise ConfigError(f"'{command}' does not run under torchrun: searches scale with "
+    if args.command not in DATA_PARALLEL:
+        raise ConfigError(f"'{args.command}' does not run under torchrun: searches scale with "
                           "'modelzip worker' processes sharing a storage (docs/cluster.md)")
     ddp.init_from_env()
     try:
@@ -67,6 +69,11 @@ def torchrun(command: str) -> Iterator[None]:
                 devnull = stack.enter_context(open(os.devnull, "w"))
                 stack.enter_context(contextlib.redirect_stdout(devnull))
                 stack.enter_context(contextlib.redirect_stderr(devnull))
+                scratch = stack.enter_context(tempfile.TemporaryDirectory())
+                for key in ("out", "report"):
+                    if getattr(args, key, None):
+                        setattr(args, key, os.path.join(scratch, os.path.basename(
+                            getattr(args, key))))
             yield
     finally:
         ddp.shutdown()

@@ -15,24 +15,19 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as st_save
 
-from ..distributed.ddp import is_main
 from ..errors import FormatError
 
 MAX_HEADER = 64 << 20
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename.
-
-    Under torchrun only rank 0 writes (every rank holds the same model)."""
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
     path = Path(path)
     if path.exists() and path.is_dir():
         raise FormatError(f"{path} is a directory")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FormatError(f"folder {folder} does not exist")
-    if not is_main():
-        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
