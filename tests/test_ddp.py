@@ -50,6 +50,7 @@ def _max_diff(a: Path, b: Path) -> float:
     return max(float((sa[k].double() - sb[k].double()).abs().max()) for k in sa)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["finetune", "distill"])
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path, mode):
     script = tmp_path / "job.py"
@@ -63,6 +64,7 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path, mode):
     assert _max_diff(one / "model.mzip", two / "model.mzip") <= 1e-5
 
 
+@pytest.mark.slow
 def test_torchrun_compress_cli(tmp_path):
     torch.manual_seed(0)
     split = mz.data.digits()

@@ -57,6 +57,7 @@ def _states(trials) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_three_workers_reach_the_exact_total(pg_server):
     url = new_database(pg_server, "three")
     _finish(_workers(url, 3, 15, "--sleep", "0.3"))
@@ -71,6 +72,7 @@ def test_three_workers_reach_the_exact_total(pg_server):
     assert _states(_trials(url)).get("COMPLETE") == 15
 
 
+@pytest.mark.slow
 def test_concurrent_first_start_on_a_fresh_database(pg_server):
     url = new_database(pg_server, "fresh")  # no tables yet: all race to create them
     start = f"{time.time() + 20:.3f}"  # after every process has imported modelzip
@@ -78,6 +80,7 @@ def test_concurrent_first_start_on_a_fresh_database(pg_server):
     assert _states(_trials(url)).get("COMPLETE") == 8
 
 
+@pytest.mark.slow
 def test_killed_workers_trial_is_failed_and_retried(pg_server, tmp_path):
     url = new_database(pg_server, "killed")
     marks = tmp_path / "marks"
@@ -101,6 +104,7 @@ def test_killed_workers_trial_is_failed_and_retried(pg_server, tmp_path):
     assert len(finished) == 9  # nothing lost, nothing extra
 
 
+@pytest.mark.slow
 def test_search_cli_with_two_joining_workers(pg_server, tmp_path):
     """`modelzip search` on PostgreSQL plus two `modelzip worker` processes: 3 processes,
     exactly --trials finished trials, and a worker writes the final model."""

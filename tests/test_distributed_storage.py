@@ -99,6 +99,7 @@ def _finish(procs):
         assert p.returncode == 0, err[-2000:]
 
 
+@pytest.mark.slow
 def test_concurrent_first_start_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     _finish(_workers(url, 3, 6, "--sleep", "0.05", "--start-at", f"{time.time() + 15:.3f}"))
@@ -106,6 +107,7 @@ def test_concurrent_first_start_sqlite(tmp_path):
     assert sum(t.state.name == "COMPLETE" for t in trials) == 6
 
 
+@pytest.mark.slow
 def test_journal_killed_worker_is_retried_by_our_heartbeat(tmp_path):
     """The journal storage has no Optuna heartbeat: ours stamps running trials instead."""
     url = f"journal:///{tmp_path / 'j.log'}"
