@@ -51,6 +51,7 @@ from .supernet import train_supernet
 LIMITS = ("params", "macs", "latency_ms")
 HEARTBEAT = {"interval": 2, "grace": 10}  # seconds
 
+
 @dataclass
 class SearchResult:
     """The outcome of a search: the winning model (retrained) and every trial."""
