@@ -2,7 +2,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.modelzip-installed
-EXTRAS ?= dev,hf
+EXTRAS ?= dev,hf,distributed
 
 .PHONY: demo test bench lint venv clean
 

@@ -180,9 +180,11 @@ def test_auto_compress_resumes_from_storage(trained_mlp, digits, tmp_path):
 
     a = mz.auto_compress(trained_mlp, evaluate=evaluate, max_drop=0.03, trials=3,
                          storage=url, progress=False)
-    b = mz.auto_compress(trained_mlp, evaluate=evaluate, max_drop=0.03, trials=2,
-                         storage=url, progress=False)
-    assert a.metrics["trials"] == 3 and b.metrics["trials"] == 5
+    b = mz.auto_compress(trained_mlp, evaluate=evaluate, max_drop=0.03, trials=5,
+                         storage=url, progress=False)  # trials: the study's total
+    c = mz.auto_compress(trained_mlp, evaluate=evaluate, max_drop=0.03, trials=5,
+                         storage=url, progress=False)  # already there: no new trial
+    assert a.metrics["trials"] == 3 and b.metrics["trials"] == 5 and c.metrics["trials"] == 5
     assert b.met and b.pareto
 
 

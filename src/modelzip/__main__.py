@@ -1,4 +1,4 @@
-"""``python -m modelzip``: the command line (same as the ``modelzip`` script)."""
+"""``python -m modelzip`` (and ``torchrun -m modelzip``): the command line."""
 
 import sys
 

@@ -80,6 +80,10 @@ class _Student(nn.Module):
         self.student = student
         self.projections = nn.ModuleList(projections)
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The student's forward (so that DDP, wrapping this module, sees it)."""
+        return self.student(*args, **kwargs)
+
 
 @contextmanager
 def _recording(model: nn.Module, names: list[str], who: str):
@@ -215,7 +219,7 @@ def _step_loss(teacher: nn.Module, cfg: Distillation, hard_fn: LossFn,
 
     def step(wrapper: _Student, batch: Any) -> dict[str, torch.Tensor]:
         args, kwargs, target = split_batch(batch)
-        out = wrapper.student(*args, **kwargs)
+        out = wrapper(*args, **kwargs)  # through DDP under torchrun
         parts: dict[str, torch.Tensor] = {}
         hard = hard_fn(out, target) if cfg.alpha < 1 else None
         if need_teacher:
@@ -230,7 +234,8 @@ def _step_loss(teacher: nn.Module, cfg: Distillation, hard_fn: LossFn,
         total = kd.mix(hard, parts.get("soft"), cfg.alpha)
         if pairs:
             feat = sum(kd.feature_loss(_project(p, fs[s], ft[t]), ft[t])
-                       for p, (s, t) in zip(wrapper.projections, pairs))
+                       for p, (s, t) in zip(getattr(wrapper, "module", wrapper).projections,
+                                            pairs))
             parts["feat"] = feat
             total = total + cfg.feature_weight * feat
         return {"loss": total, **parts}

@@ -12,6 +12,7 @@ from torch import nn
 
 from .batches import forward, logits_of
 from .config import ConfigError
+from .distributed import ddp
 from .errors import ModelzipError
 from .progress import bar as progress_bar
 from .state import enforce_masks, mask_gradients
@@ -56,6 +57,9 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     ``on_epoch(i)`` returning True stops early. ``evaluate(model)`` (higher is better,
     e.g. validation accuracy) runs after each epoch: training stops after ``patience``
     epochs without improvement and the best weights seen are restored.
+    Under torchrun it trains data-parallel (see :mod:`modelzip.distributed.ddp`): the
+    model is wrapped in DDP, each rank takes its share of every batch, and the result
+    equals one process with the same global batch.
     """
     check_schedule(epochs, lr)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -66,7 +70,11 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     total = math.ceil(epochs * n_batches) if n_batches else None
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
              if schedule == "cosine" and total else None)
-    stopper = _EarlyStop(model, evaluate, patience) if evaluate is not None else None
+    dp = ddp.init_from_env()  # torchrun: DDP, each rank a weighted share of every batch
+    net, data = (ddp.wrap(model), ddp.Sharded(data)) if dp else (model, data)
+    progress = progress and ddp.is_main()
+    stopper = _EarlyStop(model, ddp.agreed(evaluate), patience) if evaluate is not None \
+        else None
     model.train()
     step = 0
     bar = progress_bar(total=total, desc=desc, progress=progress, unit="batch")
@@ -76,7 +84,8 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
             for n, batch in enumerate(data):
                 if total is not None and step >= total:
                     break
-                loss = _named(step_loss(model, batch), running, n)
+                batch, weight = batch if dp else (batch, 1.0)
+                loss = _named(step_loss(net, batch), running, n) * weight
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 mask_gradients(model)

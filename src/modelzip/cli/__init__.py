@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import NoReturn
 
 from ..errors import ConfigError, ModelzipError
@@ -16,7 +19,9 @@ COMMANDS = [
     "demo", "train", "eval", "inspect",
     "compress", "auto", "report", "export",
     "search",  # issue 8
+    "worker",  # issue 17
 ]
+DATA_PARALLEL = ("compress", "train", "eval", "inspect", "export", "report", "demo")
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_numbers(args)
-        return int(args.func(args) or 0)
+        with torchrun(args):
+            return int(args.func(args) or 0)
     except (ModelzipError, OSError) as exc:
         print(f"modelzip {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 2
@@ -72,6 +78,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelzip {args.command}: internal error: {type(exc).__name__}: "
               f"{describe(exc)} (set MODELZIP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def torchrun(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun: join the process group; rank 0 alone prints and writes the output
+    files (the other ranks, holding the same model, write theirs into a scratch folder that
+    is deleted). No-op in one process."""
+    from ..distributed import ddp
+
+    if not ddp.launched():
+        yield
+        return
+    if args.command not in DATA_PARALLEL:
+        raise ConfigError(f"'{args.command}' does not run under torchrun: searches scale with "
+                          "'modelzip worker' processes sharing a storage (docs/cluster.md)")
+    ddp.init_from_env()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not ddp.is_main():
+                devnull = stack.enter_context(open(os.devnull, "w"))
+                stack.enter_context(contextlib.redirect_stdout(devnull))
+                stack.enter_context(contextlib.redirect_stderr(devnull))
+                scratch = stack.enter_context(tempfile.TemporaryDirectory())
+                for key in ("out", "report"):
+                    if getattr(args, key, None):
+                        setattr(args, key, os.path.join(scratch, os.path.basename(
+                            getattr(args, key))))
+            yield
+    finally:
+        ddp.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

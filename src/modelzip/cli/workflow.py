@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import data as mzdata
 from .. import zoo
+from ..distributed.ddp import agreed
 from ..errors import ConfigError, ModelzipError
 from ..io.arch import from_factory
 from ..io.mzip import load
@@ -80,8 +81,9 @@ def resolve(args: Any, progress: bool = True) -> Job:
         def evaluate(m: nn.Module) -> float:
             return accuracy(m, split.test)
     calib = [b for _, b in zip(range(8), split.train)]
-    return Job(model, evaluate, "-perplexity" if lm else "accuracy", split.train, calib,
-               calib[0][0][:1])
+    # under torchrun every rank must take the same accept / back-off decision
+    return Job(model, agreed(evaluate), "-perplexity" if lm else "accuracy", split.train,
+               calib, calib[0][0][:1])
 
 
 def _build(spec: str, split: mzdata.Split | None, trust_code: bool) -> nn.Module:

@@ -101,10 +101,6 @@ def train_trial(job: Job, model: nn.Module, trial: optuna.Trial | None, prune: b
 
 def objective(job: Job, space: SearchSpace, trial: optuna.Trial) -> Any:
     """The Optuna objective: the metric (and the cost objectives) of one sampled model."""
-    if len(live_trials(trial.study.get_trials(deepcopy=False), before=trial.number)
-           ) >= job.trials:
-        trial.set_user_attr("surplus", True)
-        raise Surplus()
     opts = job.options
     params = {k: trial.suggest_categorical(k, v) for k, v in space.params().items()}
     sample = space.normalise(params)

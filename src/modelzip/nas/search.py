@@ -23,6 +23,7 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
+from ..distributed.study import create_or_load_study
 from ..errors import BudgetError, ConfigError
 from ..io.mzip import save as save_mzip
 from ..measure import threads as torch_threads
@@ -114,11 +115,7 @@ def _train_darts(job: Job, sp: SearchSpace, st: optuna.Study) -> None:
 def _open_study(job: Job, sp: SearchSpace) -> optuna.Study:
     objectives = job.options.objectives
     dirs = ["maximize"] + ["minimize"] * (len(objectives) - 1)
-    st = optuna.create_study(storage=open_storage(job.storage), study_name=job.study,
-                             directions=dirs, load_if_exists=True)
-    if len(st.directions) != len(dirs):
-        raise ConfigError(f"study {job.study!r} has {len(st.directions)} objective(s), "
-                          f"this search {len(dirs)}")
+    st = create_or_load_study(open_storage(job.storage), job.study, directions=dirs)
     recorded = st.user_attrs.get("mz_space")
     if recorded is None:
         st.set_user_attr("mz_space", sp.to_dict())

@@ -1,11 +1,11 @@
 """Where trials run: the Optuna storage, the worker loop that runs trials until the study
 holds the budget, and the spawned worker processes that share one study.
 
-The budget ``trials`` counts every trial that is not FAIL (complete, pruned or running),
-so a killed run resumes where it stopped (its interrupted trial goes stale via the RDB
-heartbeat and is replaced) and any number of worker processes or machines opening the same
-study finish exactly ``trials`` between them: a worker that starts a surplus trial marks it
-FAIL (attribute ``surplus``) and stops.
+The budget ``trials`` counts FINISHED trials (complete or pruned) across every process
+(``modelzip.distributed.study.run_until_total``), so a killed run resumes where it stopped
+(its interrupted trial goes stale via the heartbeat and is retried) and any number of worker
+processes or machines opening the same study finish exactly ``trials`` between them: a
+surplus trial is marked FAIL (attribute ``surplus``).
 """
 
 from __future__ import annotations
@@ -15,44 +15,31 @@ import multiprocessing as mp
 import os
 import pickle
 import tempfile
-import time
-import warnings
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from ..distributed.storage import open_storage as open_any_storage
+from ..distributed.study import run_until_total
 from ..errors import ConfigError, ModelzipError
 from .builder import build
-from .evaluators import Surplus, arch_stats, job_example, live_trials, objective, violation
+from .evaluators import arch_stats, job_example, objective, violation
 from .options import Job, make_pruner
 from .samplers import Guard, make_sampler, mixed_seed
 from .space import SearchSpace
 
 HEARTBEAT = {"interval": 2, "grace": 10}  # seconds (RDB storages only)
-POLL_S = 0.5
 
 
 def open_storage(url: Any) -> Any:
-    """An Optuna storage for ``url`` (None: in memory). RDB URLs get a heartbeat so that
-    the trials of killed workers are failed and replaced; SQLite gets a 60 s lock timeout."""
+    """An Optuna storage for ``url`` (None: in memory), opened by modelzip.distributed with
+    heartbeats so that the trials of killed workers are failed and retried."""
     if url is None or isinstance(url, optuna.storages.BaseStorage):
         return url
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"storage must be an Optuna storage URL like sqlite:///search.db, "
-                          f"got {url!r}")
-    kw: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kw["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT["interval"],
-                                              grace_period=HEARTBEAT["grace"], **kw)
-    except Exception as exc:  # sqlalchemy raises many kinds
-        raise ConfigError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+    return open_any_storage(url, heartbeat_interval=HEARTBEAT["interval"],
+                            grace_period=HEARTBEAT["grace"])
 
 
 def load_study(job: Job, worker: int, study: optuna.Study | None) -> optuna.Study:
@@ -82,53 +69,19 @@ def load_study(job: Job, worker: int, study: optuna.Study | None) -> optuna.Stud
     return study
 
 
-def give_heartbeats(storage: Any, study: optuna.Study, trials: list[Any],
-                    given: set[int]) -> None:
-    """Record one heartbeat for each running trial not seen before.
-
-    Optuna never fails a running trial that has no heartbeat at all: a worker killed
-    between creating its trial and the first beat of its heartbeat thread leaves a trial
-    that would hold the budget forever. A live worker keeps refreshing its own trial's
-    heartbeat; a dead one's goes stale after the grace period and is failed and replaced.
-    """
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if interval is None or not hasattr(storage, "record_heartbeat"):
-        return  # in-memory storage, or a storage without heartbeats
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for t in trials:
-        if t.state == TrialState.RUNNING and t.number not in given:
-            storage.record_heartbeat(
-                storage.get_trial_id_from_study_id_trial_number(study_id, t.number))
-            given.add(t.number)
-
-
 def work(job: Job, worker: int, study: optuna.Study | None = None,
          bar: tqdm | None = None) -> None:
-    """Run trials until the study holds ``job.trials`` non-failed trials."""
+    """Run trials until the study holds ``job.trials`` finished trials (all processes)."""
     study = load_study(job, worker, study)
     space = SearchSpace.from_dict(job.space)
     run_one = functools.partial(objective, job, space)
-    storage, given = None, set()
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # no-op without a heartbeat
-        live = live_trials(study.get_trials(deepcopy=False))
+
+    def show(n: int) -> None:
         if bar is not None:
-            bar.n = sum(t.state != TrialState.RUNNING for t in live)
+            bar.n = n
             bar.refresh()
-        if len(live) >= job.trials:
-            if worker == 0 and any(t.state == TrialState.RUNNING for t in live):
-                if storage is None:
-                    storage = open_storage(job.storage)
-                give_heartbeats(storage, study, live, given)
-                time.sleep(POLL_S)  # wait for other workers (or for a dead one to go stale)
-                continue
-            return
-        try:
-            study.optimize(run_one, n_trials=1)
-        except Surplus:
-            continue
+
+    run_until_total(study, job.trials, run_one, grace=HEARTBEAT["grace"], on_progress=show)
 
 
 def child(payload_path: str, worker: int) -> None:

@@ -12,10 +12,13 @@ from typing import Any
 from torch import nn
 
 from ..config import registered
+from ..distributed.storage import open_storage
+from ..distributed.study import create_or_load_study, run_until_total
 from ..errors import ConfigError
 from ..measure import model_latency
+from ..progress import bar
 from .recipe import Recipe
-from .requirement import Evaluate, Requirement
+from .requirement import Evaluate, Requirement, measure
 from .result import CompressionResult, build_result
 from .runner import RunContext, apply_actions, attempt, baseline_record
 
@@ -68,8 +71,10 @@ def auto_compress(model: nn.Module, *, evaluate: Evaluate,
     """Search sparsity x quantization x fine-tuning for the smallest (``objective="size"``)
     or fastest (``"latency"``) model within ``max_drop`` of the baseline metric.
 
-    ``storage``: an Optuna storage URL (default ``sqlite:///modelzip-auto.db`` in the
-    working folder); re-running with the same ``study`` resumes it.
+    ``storage``: sqlite/postgresql/mysql URL or ``journal:///path`` (default
+    ``sqlite:///modelzip-auto.db`` in the working folder). ``trials`` is the study's total
+    of finished trials: re-running with the same ``study`` resumes it, and processes sharing
+    it (``modelzip worker``) finish exactly ``trials`` between them.
     """
     import optuna
 
@@ -83,11 +88,10 @@ def auto_compress(model: nn.Module, *, evaluate: Evaluate,
     example = ctx.example() if objective == "latency" else None
     if objective == "latency" and example is None:
         raise ConfigError("objective='latency' needs train_data or calib_data for inputs")
-    url = storage or f"sqlite:///{Path.cwd() / 'modelzip-auto.db'}"
+    store = open_storage(storage, default=Path.cwd() / "modelzip-auto.db")
     sampler = optuna.samplers.TPESampler(seed=seed)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = optuna.create_study(study_name=study, storage=url, sampler=sampler,
-                             direction="minimize", load_if_exists=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    st = create_or_load_study(store, study, directions=["minimize"], sampler=sampler)
     kept: dict[int, nn.Module] = {}
 
     def run(trial: Any) -> float:
@@ -104,7 +108,9 @@ def auto_compress(model: nn.Module, *, evaluate: Evaluate,
             kept[trial.number] = m
         return float(value)
 
-    st.optimize(run, n_trials=trials, show_progress_bar=progress, catch=())
+    # ``trials`` is the study's total of finished trials, over every process and run
+    with bar(total=trials, desc="auto: trials", progress=progress, unit="trial") as shown:
+        run_until_total(st, trials, run, on_progress=lambda n: shown.update(n - shown.n))
     return _auto_result(model, st, kept, ctx)
 
 
@@ -119,14 +125,15 @@ def _auto_result(model: nn.Module, st: Any, kept: dict[int, nn.Module], ctx: Run
                 "metric": t.user_attrs["metric"], "bytes": t.user_attrs["bytes"],
                 "passed": t.user_attrs["metric"] >= threshold,
                 "seconds": round(t.user_attrs.get("seconds", 0.0), 3)} for t in done]
-    if feasible:
-        best_t = min(feasible, key=lambda t: t.value)
-        recipe = recipe_from_params(dict(best_t.params))
-        best = kept.get(best_t.number)
-        if best is None:  # found by an earlier process: replay its recipe
-            best = apply_actions(copy.deepcopy(model), list(recipe.stages), ctx)
-    else:
-        best, recipe = copy.deepcopy(model), Recipe([{"evaluate": {}}], name="auto")
+    best, recipe = copy.deepcopy(model), Recipe([{"evaluate": {}}], name="auto")
+    for best_t in sorted(feasible, key=lambda t: t.value)[:3]:
+        candidate = recipe_from_params(dict(best_t.params))
+        m = kept.get(best_t.number)  # else found by another process: replay its recipe
+        if m is None:
+            m = apply_actions(copy.deepcopy(model), list(candidate.stages), ctx)
+        if ctx.requirement.met_by(measure(ctx.evaluate, m)):  # the model written must pass
+            best, recipe = m, candidate
+            break
     ctx.history[:] = []
     baseline_record(model, ctx)
     ctx.history.extend(history)
