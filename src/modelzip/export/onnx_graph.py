@@ -19,7 +19,15 @@ import torch
 from torch import nn
 
 from ..errors import ModelzipError
-from .onnx_hf import OPSET, Inputs, normalize_inputs, reference_output, trace_graph
+from ..quantization.int8 import Int8Conv2d, Int8Linear
+from .onnx_hf import (
+    OPSET,
+    Inputs,
+    normalize_inputs,
+    reference_output,
+    sensitivity,
+    trace_graph,
+)
 from .onnx_standins import Plan, swap_for_export
 from .onnx_summary import ExportSummary, finish_summary, tolerance
 from .onnx_verify import ExportError, verify_fresh
@@ -62,6 +70,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, 
     inputs = normalize_inputs(example_inputs)
     model.eval()
     ref = reference_output(model, inputs)
+    floor = sensitivity(model, inputs, ref, (Int8Linear, Int8Conv2d)) if check else 0.0
     levels = [4, 0] if accuracy_level is None else [accuracy_level]
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp_path = Path(tmp) / "model.onnx"
@@ -69,7 +78,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, 
             plan = _export_once(model, inputs, tmp_path, level=level,
                                 int8_mode=int8_activations, fp16=fp16, opset=opset)
             _checker(tmp_path)
-            res = _verify(tmp_path, inputs, ref, Path(tmp), plan, fp16) if check else None
+            res = (_verify(tmp_path, inputs, ref, Path(tmp), plan, fp16, floor) if check
+                   else None)
             nbits = any("MatMulNBits" in v for v in plan.integer.values())
             if res is None or res["rel"] <= res["tol"] or not nbits or i == len(levels) - 1:
                 break
@@ -99,11 +109,13 @@ def _checker(path: Path) -> None:
 
 
 def _verify(path: Path, inputs: Inputs, ref: torch.Tensor, workdir: Path, plan: Plan,
-            fp16: bool) -> dict[str, Any]:
+            fp16: bool, floor: float) -> dict[str, Any]:
     feeds = {n: t.detach().cpu().numpy() for n, t in zip(inputs.names, inputs.tensors,
                                                          strict=True)}
     res = verify_fresh(path, feeds, ref.numpy(), workdir)
     if not res.get("finite", True):
         raise ExportError("ONNX Runtime output has NaN or infinite values")
-    res["tol"] = tolerance(plan, fp16)
+    res["form_tol"] = tolerance(plan, fp16)
+    res["sensitivity"] = floor
+    res["tol"] = max(res["form_tol"], 3 * floor)
     return res

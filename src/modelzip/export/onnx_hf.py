@@ -125,3 +125,27 @@ def linear_from_conv1d(model: nn.Module) -> nn.Module:
                 lin.bias.data.copy_(m.bias.detach())
             model.set_submodule(fqn, lin)
     return model
+
+
+def sensitivity(model: nn.Module, inputs: Inputs, ref: torch.Tensor,
+                layer_types: tuple[type, ...], rel: float = 1e-6) -> float:
+    """How far modelzip's own output moves when the inputs of its activation-quantizing
+    layers get float-rounding-sized noise (``rel`` x |x|): rounding ties flip and deep
+    int8 models amplify them. An export cannot be held closer than this (normwise)."""
+    layers = [m for m in model.modules() if isinstance(m, layer_types)]
+    if not layers:
+        return 0.0
+    gen = torch.Generator().manual_seed(0)
+
+    def jitter(m: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        return (x + rel * x.abs() * noise, *args[1:])
+
+    handles = [m.register_forward_pre_hook(jitter) for m in layers]
+    try:
+        out = reference_output(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return float((out - ref).norm() / ref.norm().clamp(min=1e-12))

@@ -16,16 +16,18 @@ from .onnx_hf import OPSET, Inputs, trace_graph
 from .onnx_standins import Plan, densify
 from .onnx_verify import graph_summary
 
-# relative tolerance (max |ORT - modelzip| / max |modelzip|) per export form
-_TOL = (("MatMulNBits", "accuracy_level 4", 5e-2), ("MatMulNBits", "", 2e-3),
-        ("Int8 dynamic (per-tensor", "", 2e-1), ("ConvInteger", "", 2e-1),
-        ("Int8", "", 3e-2), ("GatherBlockQuantized", "", 1e-4),
-        ("DequantizeLinear", "", 1e-4))
+# normwise relative tolerance ||ORT - modelzip|| / ||modelzip|| per export form: exact
+# integer forms differ only by float summation order and rare rounding ties; MatMulNBits
+# at accuracy_level 4 and per-tensor activations quantize differently from modelzip
+_TOL = (("MatMulNBits", "accuracy_level 4", 3e-2), ("MatMulNBits", "", 1e-3),
+        ("Int8 dynamic (per-tensor", "", 3e-1), ("ConvInteger", "", 5e-2),
+        ("Int8", "", 1e-2), ("GatherBlockQuantized", "", 1e-5),
+        ("DequantizeLinear", "", 1e-5))
 
 
 def tolerance(plan: Plan, fp16: bool) -> float:
     """The loosest tolerance among the forms in ``plan`` (dense fp32: 1e-4)."""
-    tol = 2e-2 if fp16 and plan.fp16 else 1e-4
+    tol = 1e-2 if fp16 and plan.fp16 else 1e-5
     for form in plan.integer.values():
         for key, extra, t in _TOL:
             if key in form and extra in form:
@@ -73,7 +75,9 @@ class ExportSummary:
         if self.check:
             c = self.check
             lines.append(f"checked in ONNX Runtime (fresh process): max |diff| "
-                         f"{c['max_abs']:.3g}, relative {c['rel']:.3g} <= {c['tol']:.3g}")
+                         f"{c['max_abs']:.3g}, normwise relative {c['rel']:.3g} <= {c['tol']:.3g}"
+                         f" (form {c['form_tol']:.3g}; modelzip's own output moves "
+                         f"{c['sensitivity']:.3g} under 1e-6 input noise)")
         return "\n".join(lines)
 
 
