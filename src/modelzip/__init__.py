@@ -19,7 +19,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .io.mzip import load, read_manifest, save
-from .io.onnx_export import export_onnx
+from .export import export_onnx
 from .measure import count_macs, count_params, measure
 from .train import accuracy, finetune, perplexity, train
 from .verbs import apply, clip, cluster, prune, quantize

@@ -91,8 +91,14 @@ class Wrapped(nn.Module):
 
 def reference_output(model: nn.Module, inputs: Inputs) -> torch.Tensor:
     """modelzip's own output for the example inputs (what ORT must reproduce)."""
-    with torch.inference_mode():
-        return Wrapped(model, inputs).eval()(*inputs.tensors).detach().float()
+    try:
+        with torch.inference_mode():
+            return Wrapped(model, inputs).eval()(*inputs.tensors).detach().float()
+    except ModelzipError:
+        raise
+    except Exception as exc:  # shape/dtype mismatches surface as many error types
+        raise ExportError("the model does not run on the example inputs: "
+                          f"{str(exc).splitlines()[0][:200]}") from None
 
 
 def trace_graph(model: nn.Module, inputs: Inputs, path: Path, opset: int) -> None:
