@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from ..errors import ModelzipError
-from ..io.mzip import load
 from ..export import export_onnx
+from ..io.mzip import load
 from .common import add_json, emit, load_dataset
 
 

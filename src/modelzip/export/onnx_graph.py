@@ -38,6 +38,10 @@ def _export_once(model: nn.Module, inputs: Inputs, path: Path, *, level: int,
     work = copy.deepcopy(model).eval()
     plan = swap_for_export(work, accuracy_level=level, int8_mode=int8_mode)
     trace_graph(work, inputs, path, opset)
+    if any("static" in v for v in plan.integer.values()):
+        from .onnx_qdq import complete_qdq
+
+        complete_qdq(path)
     if fp16:
         from .onnx_fp16 import dense_to_fp16
 

@@ -104,10 +104,14 @@ def dq_weight(g: Any, codes: Any, scale: Any, axis: int) -> Any:
 
 def int8_static_symbolic(g: Any, x: Any, act_scale: Any, act_zero: Any, codes: Any,
                          w_scale: Any, bias: Any, inscale: Any) -> Any:
-    """Int8 static Linear in QDQ form: Q/DQ on the input (uint8, zero point shifted by 128:
-    the same codes), per-channel DQ on the int8 weight [K, N] (axis 1), MatMul, + bias."""
+    """Int8 static Linear: QuantizeLinear with the calibrated scale (uint8, zero point
+    shifted by 128: the same codes) and MatMulIntegerToFloat (int8 weights [K, N],
+    per-channel scales, bias fused): ORT's integer kernel, no fusion needed."""
     x = _scaled_input(g, x, inscale)
-    y = g.op("MatMul", qdq(g, x, act_scale, act_zero), dq_weight(g, codes, w_scale, 1))
+    q = g.op("QuantizeLinear", x, act_scale, act_zero)
+    n = codes.type().varyingSizes()[-1]
+    y = typed(g.op("com.microsoft::MatMulIntegerToFloat", q, codes, act_scale, w_scale,
+                   act_zero), x, n)
     return y if bias is None else g.op("Add", y, bias)
 
 
@@ -125,22 +129,22 @@ class Int8StaticLinear(torch.autograd.Function):
 
 def int8_conv_symbolic(g: Any, x: Any, conv: tuple, act_scale: Any, act_zero: Any,
                        codes: Any, w_scale: Any, bias: Any) -> Any:
-    """Int8 Conv2d. Static: QDQ input, per-channel DQ int8 weight, int32 bias (scale
-    s_x * s_w, the form ORT fuses into QLinearConv). Dynamic (``act_scale`` None):
-    DynamicQuantizeLinear + ConvInteger, one activation scale per call."""
+    """Int8 Conv2d. Static: QDQ form (Q/DQ input with the calibrated uint8 qparams,
+    per-channel DQ int8 weight) that ORT fuses into QLinearConv once the producer's output
+    is quantized too (see :mod:`.onnx_qdq`). Dynamic (``act_scale`` None):
+    DynamicQuantizeLinear + ConvInteger, one activation scale per call, rescaled per
+    output channel."""
     stride, padding, dilation = conv
     kw = {"strides_i": list(stride), "pads_i": list(padding) * 2,
           "dilations_i": list(dilation)}
     if act_scale is not None:
         args = [qdq(g, x, act_scale, act_zero), dq_weight(g, codes, w_scale, 0)]
-        if bias is not None:
-            args.append(bias)
-        return g.op("Conv", *args, **kw)
+        return g.op("Conv", *args, *([bias] if bias is not None else []), **kw)
     q, s, z = g.op("DynamicQuantizeLinear", x, outputs=3)
     acc = g.op("ConvInteger", q, codes, z, **kw)
-    y = g.op("Mul", g.op("Cast", acc, to_i=FLOAT), s)
     shape = const(g, [1, -1, 1, 1], torch.int64)
-    y = g.op("Mul", y, g.op("Reshape", w_scale, shape))
+    y = g.op("Mul", g.op("Cast", acc, to_i=FLOAT),
+             g.op("Reshape", g.op("Mul", w_scale, s), shape))
     return y if bias is None else g.op("Add", y, g.op("Reshape", bias, shape))
 
 

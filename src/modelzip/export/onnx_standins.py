@@ -10,7 +10,6 @@ compute from the exported codes must equal the one modelzip computes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
