@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-UINT8, INT8, INT32, FLOAT = 2, 3, 6, 1  # onnx TensorProto data types
+FLOAT = 1  # onnx TensorProto.FLOAT
 
 
 def const(g: Any, value: Any, dtype: torch.dtype = torch.float32) -> Any:
@@ -224,17 +224,3 @@ class DequantWeight(torch.autograd.Function):
         return ref_w.clone()
 
     symbolic = staticmethod(dq_symbolic)
-
-
-def half_symbolic(g: Any, w16: Any) -> Any:
-    return g.op("Cast", w16, to_i=FLOAT)
-
-
-class HalfWeight(torch.autograd.Function):
-    """An fp16 initializer cast to fp32 in the graph (fp16 storage, fp32 compute)."""
-
-    @staticmethod
-    def forward(ctx: Any, w16: torch.Tensor) -> torch.Tensor:
-        return w16.float()
-
-    symbolic = staticmethod(half_symbolic)
