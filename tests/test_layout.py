@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "modelzip.config": 2, "modelzip.state": 2, "modelzip.select": 2, "modelzip.batches": 2,
     "modelzip.calib": 2, "modelzip.train": 2, "modelzip.verbs": 2,
     "modelzip.data": 2, "modelzip.zoo": 2, "modelzip.knobs": 2, "modelzip.progress": 2,
+    "modelzip.distributed": 2,
     # 3: the .mzip format (never imports a method package); measuring a model's file size
     #    builds its .mzip bytes, so measure sits beside the format
     "modelzip.io": 3, "modelzip.measure": 3,
@@ -37,7 +38,7 @@ LAYERS: dict[str, int] = {
     "modelzip.distill": 4, "modelzip.nas": 4,
     # 5: the compression loop and what is built on it (deep compression is a recipe over
     #    the loop), exporters that know the method layers, reports, the demo
-    "modelzip.pipeline": 5, "modelzip.deep_compression": 5, "modelzip.io.onnx_export": 5,
+    "modelzip.pipeline": 5, "modelzip.export": 5, "modelzip.io.onnx_export": 5,
     "modelzip.io.hf": 5, "modelzip.report": 5, "modelzip.demo": 5,
     # 6: the command line
     "modelzip.cli": 6,

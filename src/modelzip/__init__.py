@@ -35,7 +35,7 @@ from .nas import SearchResult, SearchSpace, search_architecture
 
 # files and exports
 from .io.mzip import dumps, load, loads, read_manifest, save
-from .io.onnx_export import export_onnx
+from .export import export_onnx
 
 # pipelines and reports
 from .pipeline import (

@@ -62,14 +62,9 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     equals one process with the same global batch.
     """
     check_schedule(epochs, lr)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ModelzipError("the model has no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n_batches = len(data) if hasattr(data, "__len__") else None
     total = math.ceil(epochs * n_batches) if n_batches else None
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-             if schedule == "cosine" and total else None)
+    opt, sched = _optimiser(model, lr, weight_decay, schedule, total)
     dp = ddp.init_from_env()  # torchrun: DDP, each rank a weighted share of every batch
     net, data = (ddp.wrap(model), ddp.Sharded(data)) if dp else (model, data)
     progress = progress and ddp.is_main()
@@ -105,6 +100,18 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
             stopper.restore()
         model.eval()
     return model
+
+
+def _optimiser(model: nn.Module, lr: float, weight_decay: float, schedule: str,
+               total: int | None) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters, cosine-decayed over ``total`` steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ModelzipError("the model has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+             if schedule == "cosine" and total else None)
+    return opt, sched
 
 
 def _named(out: StepLoss, running: dict[str, float], n: int) -> torch.Tensor:

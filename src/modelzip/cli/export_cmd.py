@@ -1,4 +1,5 @@
-"""modelzip export: a .mzip as an ONNX file (verified with onnxruntime)."""
+"""modelzip export: a .mzip as an ONNX file that keeps its integer weights (verified in
+ONNX Runtime in a fresh process)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 import torch
 
 from ..errors import ModelzipError
+from ..export import export_onnx
 from ..io.mzip import load
-from ..io.onnx_export import export_onnx
 from .common import add_json, emit, load_dataset
 from .workflow import add_trust_code
 
@@ -19,8 +20,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument("--data", default=None, help="dataset giving the example input shape")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
     p.add_argument("--opset", type=int, default=17)
     add_trust_code(p)
+    p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
+                   help="MatMulNBits accuracy level (default: 4, falling back to 0)")
+    p.add_argument("--fp16", action="store_true", help="store dense float weights as fp16")
+    p.add_argument("--int8-activations", default="token", choices=["token", "tensor"],
+                   help="Int8 dynamic activation scales: per token (exact) or per tensor")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -44,6 +51,12 @@ def run(args: Any) -> int:
         example = next(iter(load_dataset(args.data, args.data_root).test))[0][:1]
     else:
         example = example_for(getattr(model, "_mz_arch", None))
-    path = export_onnx(model, args.out, example, opset=args.opset)
-    emit(args, {"file": args.file, "onnx": str(path), "bytes": path.stat().st_size})
+    summary = export_onnx(model, args.out, example, opset=args.opset,
+                          accuracy_level=args.accuracy_level, fp16=args.fp16,
+                          int8_activations=args.int8_activations)
+    if args.json:
+        emit(args, {"file": args.file, "onnx": str(summary.path),
+                    "bytes": summary.file_bytes, **summary.to_dict()})
+    else:
+        print(summary)
     return 0

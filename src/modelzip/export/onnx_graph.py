@@ -1,0 +1,125 @@
+"""``mz.export_onnx``: a compressed model as an ONNX file that keeps its integer weights.
+
+Steps: swap integer layers for stand-ins (:mod:`.onnx_standins`), export with the
+TorchScript exporter (dynamic batch and sequence axes), optionally store dense weights as
+fp16, check the file with ``onnx.checker``, run it in ONNX Runtime in a fresh process and
+compare with modelzip's output within the tolerance of the methods used, then rename it
+into place. Nothing is left at ``path`` when any step fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelzipError
+from ..quantization.int8 import Int8Conv2d, Int8Linear
+from .onnx_hf import (
+    OPSET,
+    Inputs,
+    normalize_inputs,
+    reference_output,
+    sensitivity,
+    trace_graph,
+)
+from .onnx_standins import Plan, swap_for_export
+from .onnx_summary import ExportSummary, finish_summary, tolerance
+from .onnx_verify import ExportError, verify_fresh
+
+
+def _export_once(model: nn.Module, inputs: Inputs, path: Path, *, level: int,
+                 int8_mode: str, fp16: bool, opset: int) -> Plan:
+    work = copy.deepcopy(model).eval()
+    plan = swap_for_export(work, accuracy_level=level, int8_mode=int8_mode)
+    trace_graph(work, inputs, path, opset)
+    if any("static" in v for v in plan.integer.values()):
+        from .onnx_qdq import complete_qdq
+
+        complete_qdq(path)
+    if fp16:
+        from .onnx_fp16 import dense_to_fp16
+
+        plan.fp16 = dense_to_fp16(path)
+    return plan
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, *,
+                accuracy_level: int | None = None, fp16: bool = False,
+                int8_activations: str = "token", opset: int = OPSET, check: bool = True,
+                sizes: bool = True) -> ExportSummary:
+    """Export ``model`` to ``path`` keeping integer weights; verified in ONNX Runtime.
+
+    ``accuracy_level`` (MatMulNBits): None tries 4 (int8 activations inside the kernel,
+    fastest on CPUs with VNNI) and falls back to 0 if the check fails; 0/1/2/3/4 force it.
+    ``fp16``: dense float weights stored as fp16 (computed in fp32).
+    ``int8_activations``: "token" (modelzip's per-token scales) or "tensor" (one scale,
+    DynamicQuantizeMatMul) for Int8 dynamic layers. ``sizes``: also report the .mzip and
+    the dense fp32 ONNX bytes. Returns an :class:`ExportSummary` (``str()`` is a table).
+    """
+    if not isinstance(model, nn.Module):
+        raise ModelzipError(f"export_onnx needs an nn.Module, got {type(model).__name__}")
+    if accuracy_level not in (None, 0, 1, 2, 3, 4):
+        raise ModelzipError("accuracy_level must be None or one of 0, 1, 2, 3, 4")
+    if int8_activations not in ("token", "tensor"):
+        raise ModelzipError("int8_activations must be 'token' or 'tensor'")
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise ModelzipError(f"output folder {target.parent} does not exist")
+    inputs = normalize_inputs(example_inputs)
+    model.eval()
+    ref = reference_output(model, inputs)
+    floor = sensitivity(model, inputs, ref, (Int8Linear, Int8Conv2d)) if check else 0.0
+    levels = [4, 0] if accuracy_level is None else [accuracy_level]
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp_path = Path(tmp) / "model.onnx"
+        for i, level in enumerate(levels):
+            plan = _export_once(model, inputs, tmp_path, level=level,
+                                int8_mode=int8_activations, fp16=fp16, opset=opset)
+            _checker(tmp_path)
+            res = (_verify(tmp_path, inputs, ref, Path(tmp), plan, fp16, floor) if check
+                   else None)
+            nbits = any("MatMulNBits" in v for v in plan.integer.values())
+            if res is None or res["rel"] <= res["tol"] or not nbits or i == len(levels) - 1:
+                break
+        if res is not None and res["rel"] > res["tol"]:
+            raise ExportError(f"ONNX Runtime output differs from modelzip's: relative error "
+                              f"{res['rel']:.3g} > {res['tol']:.3g} ({_methods(plan)})")
+        summary = finish_summary(tmp_path, plan, res, model if sizes else None, inputs,
+                                 level=level, int8_mode=int8_activations)
+        os.replace(tmp_path, target)
+    summary.path = target
+    summary.file_bytes = target.stat().st_size
+    return summary
+
+
+def _methods(plan: Plan) -> str:
+    return ", ".join(sorted(set(plan.integer.values()))) or "dense"
+
+
+def _checker(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported graph is not valid ONNX: {str(exc).splitlines()[0]}"
+                          ) from None
+
+
+def _verify(path: Path, inputs: Inputs, ref: torch.Tensor, workdir: Path, plan: Plan,
+            fp16: bool, floor: float) -> dict[str, Any]:
+    feeds = {n: t.detach().cpu().numpy() for n, t in zip(inputs.names, inputs.tensors,
+                                                         strict=True)}
+    res = verify_fresh(path, feeds, ref.numpy(), workdir)
+    if not res.get("finite", True):
+        raise ExportError("ONNX Runtime output has NaN or infinite values")
+    res["form_tol"] = tolerance(plan, fp16)
+    res["sensitivity"] = floor
+    res["tol"] = max(res["form_tol"], 3 * floor)
+    return res

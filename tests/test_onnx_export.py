@@ -1,0 +1,207 @@
+"""ONNX export keeps integer weights and matches modelzip's outputs in ONNX Runtime."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import modelzip as mz
+from modelzip.export import ExportError
+from modelzip.export.onnx_runtime import OrtModule
+
+pytest.importorskip("onnxruntime")
+
+
+def _lenet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return mz.zoo.lenet5(image_size=12).eval()
+
+
+def _gpt() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return mz.zoo.tiny_gpt(vocab_size=11, d_model=32, n_layer=1, n_head=2, seq_len=16).eval()
+
+
+def _init_dtypes(path) -> dict[str, set[int]]:
+    g = onnx.load(str(path)).graph
+    out: dict[str, set[int]] = {}
+    for t in g.initializer:
+        out.setdefault(t.name, set()).add(t.data_type)
+    return out
+
+
+def _ops(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _ort_matches(model, path, x, tol) -> None:
+    got = OrtModule(path)(x).numpy()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert got.shape == ref.shape
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= tol
+
+
+X_IMG = torch.randn(3, 1, 12, 12)
+IDX = torch.randint(0, 11, (2, 9))
+CASES = {
+    "int8-dynamic": (lambda: mz.quantize(_lenet(), mz.Int8()), X_IMG,
+                     {"MatMulIntegerToFloat", "ConvInteger"}, onnx.TensorProto.INT8, 0.05),
+    "int8-static": (lambda: mz.quantize(_lenet(), mz.Int8(activations="static"),
+                                        calib_data=[torch.randn(8, 1, 12, 12)]), X_IMG,
+                    {"QuantizeLinear", "DequantizeLinear"}, onnx.TensorProto.INT8, 0.02),
+    "w4-rtn": (lambda: mz.quantize(_gpt(), mz.WeightOnly(bits=4, group_size=16)), IDX,
+               {"MatMulNBits", "GatherBlockQuantized"}, onnx.TensorProto.UINT8, 0.05),
+    "w3-asym": (lambda: mz.quantize(_gpt(), mz.WeightOnly(bits=3, group_size=16,
+                                                          symmetric=False)), IDX,
+                {"MatMulNBits"}, onnx.TensorProto.UINT8, 0.05),
+    "w2-packed": (lambda: mz.quantize(_gpt(), mz.WeightOnly(bits=2, group_size=None,
+                                                            packed=True)), IDX,
+                  {"MatMulNBits"}, onnx.TensorProto.UINT8, 0.05),
+    "w8-conv": (lambda: mz.quantize(_lenet(), mz.WeightOnly(bits=8, group_size=None)), X_IMG,
+                {"DequantizeLinear", "MatMulNBits"}, onnx.TensorProto.INT8, 0.05),
+    "awq": (lambda: mz.quantize(_gpt(), mz.WeightOnly(bits=4, group_size=16, method="awq",
+                                                      targets=["re:blocks\\..*"]),
+                                calib_data=[torch.randint(0, 11, (4, 16))]), IDX,
+            {"MatMulNBits", "Mul"}, onnx.TensorProto.UINT8, 0.05),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_integer_forms(name, tmp_path):
+    build, x, ops, dtype, tol = CASES[name]
+    model = build()
+    path = tmp_path / f"{name}.onnx"
+    summary = mz.export_onnx(model, path, x)
+    assert summary.path == path and path.stat().st_size == summary.file_bytes
+    assert ops <= {o.split(".")[-1] for o in summary.operators}, summary.operators
+    assert ops <= _ops(path)
+    assert any(dtype in d for d in _init_dtypes(path).values())
+    assert summary.integer_layers and summary.check["rel"] <= summary.check["tol"]
+    assert summary.fp32_onnx_bytes and summary.mzip_bytes
+    _ort_matches(model, path, x, tol)
+
+
+def test_weights_smaller_than_dense(tmp_path):
+    model = mz.quantize(_gpt(), mz.WeightOnly(bits=4, group_size=16))
+    s = mz.export_onnx(model, tmp_path / "m.onnx", IDX)
+    quant = sum(v for k, v in s.initializer_bytes.items() if k != "float32")
+    assert s.initializer_bytes.get("float32", 0) < quant
+    assert s.file_bytes < 0.6 * s.fp32_onnx_bytes
+
+
+def test_dense_methods_say_so_and_fp16(tmp_path):
+    model = mz.prune(_lenet(), mz.Magnitude(sparsity=0.8))
+    mz.cluster(model, mz.Cluster(clusters=8, targets=["re:7"]))
+    s = mz.export_onnx(model, tmp_path / "d.onnx", X_IMG, fp16=True)
+    assert "sparse" in s.dense_layers["0"] and "clustered" in s.dense_layers["7"]
+    assert s.fp16_tensors > 0 and s.initializer_bytes.get("float16", 0) > 0
+    assert "dense" in str(s)
+    _ort_matches(model, tmp_path / "d.onnx", X_IMG, 0.01)
+
+
+def test_structured_pruning_exports_smaller_graph(tmp_path):
+    base = _lenet()
+    small = mz.prune(copy.deepcopy(base), mz.Structured(ratio=0.5), example_inputs=X_IMG)
+    a = mz.export_onnx(base, tmp_path / "a.onnx", X_IMG, sizes=False)
+    b = mz.export_onnx(small, tmp_path / "b.onnx", X_IMG, sizes=False)
+    assert b.file_bytes < 0.7 * a.file_bytes
+
+
+def test_dynamic_batch_and_sequence(tmp_path):
+    model = mz.quantize(_gpt(), mz.WeightOnly(bits=4, group_size=16))
+    s = mz.export_onnx(model, tmp_path / "g.onnx", IDX, accuracy_level=0)
+    assert s.accuracy_level == 0
+    _ort_matches(model, tmp_path / "g.onnx", torch.randint(0, 11, (5, 4)), 2e-3)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+def test_hugging_face(arch, tmp_path):
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if arch == "bert":
+        model = tf.BertModel(tf.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, intermediate_size=64))
+    elif arch == "gpt2":
+        from modelzip.export.onnx_hf import linear_from_conv1d
+
+        model = linear_from_conv1d(tf.GPT2LMHeadModel(tf.GPT2Config(
+            vocab_size=50, n_embd=32, n_layer=1, n_head=2, n_positions=32)))
+    else:
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(
+            vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32))
+    model.eval()
+    mz.quantize(model, mz.Int8(targets=["Linear"]) if arch == "bert" else
+                mz.WeightOnly(bits=4, group_size=16, targets=["Linear"]))
+    ids = torch.randint(0, 50, (2, 6))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    s = mz.export_onnx(model, tmp_path / "hf.onnx", batch, sizes=False)
+    assert s.integer_layers
+    ids2 = torch.randint(0, 50, (3, 9))
+    got = OrtModule(tmp_path / "hf.onnx")(input_ids=ids2, attention_mask=torch.ones_like(ids2))
+    with torch.no_grad():
+        out = model(input_ids=ids2, attention_mask=torch.ones_like(ids2))
+    ref = out.logits if hasattr(out, "logits") else out.last_hidden_state
+    assert got.shape == ref.shape
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+
+
+def test_bad_inputs(tmp_path):
+    model = _lenet()
+    with pytest.raises(mz.ModelzipError, match="does not exist"):
+        mz.export_onnx(model, tmp_path / "missing" / "m.onnx", X_IMG)
+    with pytest.raises(mz.ModelzipError, match="example inputs"):
+        mz.export_onnx(model, tmp_path / "m.onnx", "not a tensor")
+    with pytest.raises(ExportError):
+        mz.export_onnx(model, tmp_path / "m.onnx", torch.randn(2, 3, 12, 12))
+    with pytest.raises(mz.ModelzipError, match="accuracy_level"):
+        mz.export_onnx(model, tmp_path / "m.onnx", X_IMG, accuracy_level=7)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_verification_runs_in_a_fresh_process(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    calls = []
+    real = subprocess.run
+
+    def spy(cmd, *a, **kw):
+        calls.append(cmd)
+        return real(cmd, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    s = mz.export_onnx(_lenet(), tmp_path / "m.onnx", X_IMG, sizes=False)
+    assert len(calls) == 1 and calls[0][0] == sys.executable and calls[0][1] == "-c"
+    script = calls[0][2]
+    assert "import onnxruntime" in script and "torch" not in script
+    assert "modelzip" not in script and s.check["rel"] <= s.check["tol"]
+
+
+def test_measure_and_cli_in_onnxruntime(tmp_path):
+    model = mz.quantize(_lenet(), mz.Int8())
+    m = mz.measure(model, example_inputs=X_IMG, runtime="onnxruntime", repeats=2,
+                   evaluate=lambda mm: float(mm(X_IMG).shape[0]))
+    assert m["runtime"] == "onnxruntime" and m["onnx_bytes"] > 0 and m["latency_s"] > 0
+    assert m["metric"] == 3.0
+    with pytest.raises(mz.ModelzipError):
+        mz.measure(model, example_inputs=X_IMG, runtime="tvm")
+
+
+def test_cli_export_and_eval_onnx(tmp_path, capsys):
+    from modelzip.cli import main
+
+    model = mz.quantize(mz.zoo.lenet5(image_size=8), mz.Int8())
+    mz.save(model, tmp_path / "m.mzip")
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tmp_path / "m.mzip"), "--format", "onnx", "--out", str(out),
+                 "--json"]) == 0
+    assert '"integer_layers"' in capsys.readouterr().out
+    assert main(["eval", str(out), "--data", "digits", "--json"]) == 0
+    text = capsys.readouterr().out
+    assert '"runtime": "onnxruntime"' in text and '"accuracy"' in text
