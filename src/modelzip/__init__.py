@@ -78,3 +78,9 @@ from . import nas
 from .nas import SearchResult, SearchSpace, search_architecture
 
 __all__ += ["nas", "search_architecture", "SearchSpace", "SearchResult"]
+
+# --- trust: per-class drops, agreement, calibration, robustness, signatures (issue 18) ---
+from .errors import SignatureError
+from .trust.api import trust
+
+__all__ += ["trust", "SignatureError"]

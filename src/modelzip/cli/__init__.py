@@ -13,6 +13,7 @@ COMMANDS = [
     "demo", "train", "eval", "inspect",
     "compress", "auto", "report", "export",
     "search",  # issue 8
+    "compare", "verify", "sign", "keygen",  # issue 18
 ]
 
 

@@ -163,13 +163,17 @@ def add_sums(total: dict[str, float], part: dict[str, float]) -> dict[str, float
 
 def cosine_stats(cos: torch.Tensor, worst: int = 5) -> dict[str, Any]:
     """The distribution of per-example cosine similarities: mean, min, 1st and 5th
-    percentiles, median, and the indices of the ``worst`` lowest."""
+    percentiles, median, the indices of the ``worst`` lowest, a 20-bin histogram."""
     c = cos.double().reshape(-1)
     order = torch.argsort(c)[:worst]
+    lo = min(float(c.min()), 0.999)
+    counts = torch.histc(c.float(), bins=20, min=lo, max=1.0)
+    edges = [lo + (1.0 - lo) * i / 20 for i in range(21)]
     return {"task": "encoder", "examples": int(c.numel()), "cos_mean": float(c.mean()),
             "cos_min": float(c.min()), "cos_p1": float(torch.quantile(c, 0.01)),
             "cos_p5": float(torch.quantile(c, 0.05)), "cos_median": float(c.median()),
-            "worst": [{"index": int(i), "cosine": float(c[i])} for i in order]}
+            "worst": [{"index": int(i), "cosine": float(c[i])} for i in order],
+            "histogram": {"edges": edges, "counts": [int(v) for v in counts]}}
 
 
 def pooled(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -38,6 +38,7 @@ PAYLOAD_TAG = b"modelzip-payload-v1\0"
 SIGNATURE_TAG = b"modelzip-signature-v1\0"
 SIG_KEYS = ("signature", "signature_alg", "signature_key")
 MAX_HEADER = 64 << 20
+TEXT_KEYS = (b"-----BEGIN", b"ssh-")  # key files that are text, whatever their length
 
 
 def _crypto() -> Any:
@@ -132,7 +133,7 @@ def load_private_key(key: Any) -> Any:
     from cryptography.hazmat.primitives import serialization
 
     try:
-        if len(raw) == 32:
+        if len(raw) == 32 and not raw.startswith(TEXT_KEYS):
             return ed.Ed25519PrivateKey.from_private_bytes(raw)
         loaded = serialization.load_pem_private_key(raw, password=None)
     except TypeError:
@@ -157,7 +158,7 @@ def load_public_key(key: Any) -> Any:
     from cryptography.hazmat.primitives import serialization
 
     try:
-        if len(raw) == 32:
+        if len(raw) == 32 and not raw.startswith(TEXT_KEYS):
             return ed.Ed25519PublicKey.from_public_bytes(raw)
         if raw.startswith(b"ssh-"):
             loaded = serialization.load_ssh_public_key(raw)
