@@ -150,3 +150,9 @@ def test_cli_compare(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "FAILED min_agreement=" in text and "per class" in text
     assert main(args + ["--eps", "x"]) == 2
+    # modelzip report gains the trust section when given a baseline and data
+    assert main(["report", str(b), "--baseline", str(a), "--data", "digits", "--out",
+                 str(tmp_path / "rep.html"), "--no-robustness", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trust"]["agreement"] == pytest.approx(rep["agreement"])
+    assert "trust_per_class" in (tmp_path / "rep.html").read_text()

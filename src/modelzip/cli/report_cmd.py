@@ -12,6 +12,7 @@ from ..io.mzip import load
 from ..report import report
 from ..train import accuracy, perplexity
 from .common import add_json, emit, load_dataset
+from .compare_cmd import add_trust_args, trust_kwargs
 
 
 def add_parser(sub: Any) -> None:
@@ -21,6 +22,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", default=None, help="dataset to evaluate on (optional)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default="report.html", help="HTML output path")
+    add_trust_args(p)  # the trust section: with --baseline and --data
     add_json(p)
     p.set_defaults(func=run)
 
@@ -40,13 +42,22 @@ def run(args: Any) -> int:
                 return accuracy(m, split.test)
     rep = report(model, baseline, evaluate=evaluate, example_inputs=example,
                  title=f"modelzip report: {args.file}")
+    if baseline is not None and args.data:
+        from ..trust.api import trust
+
+        rep.trust = trust(baseline, model, split.test, **trust_kwargs(args))
     rep.to_html(args.out)
     if args.json:
         emit(args, {"summary": rep.summary, "layers": rep.layers, "total": rep.totals,
-                    "html": args.out})
+                    "trust": rep.trust, "html": args.out})
     else:
         console = Console(width=max(Console().width, 110))
         console.print(rep.summary_table())
         console.print(rep.table())
+        if rep.trust:
+            from ..report.trust_section import tables
+
+            for t in tables(rep.trust):
+                console.print(t)
         print(f"wrote {args.out}")
     return 0
