@@ -91,6 +91,7 @@ def main() -> None:
                    *[fmt(100 * per_class[m][k], 1) for m in per_class]] for k in range(10)]
     eps_cols = [f"FGSM eps={e:g} px: original / compressed %" for e in EPS_PIXELS]
     worst = max(reports.items(), key=lambda kv: kv[1]["max_class_drop"])
+    worst_name = CLASSES[worst[1]["worst_class"]["class"]]
     write_result(
         "trust_lenet5", "Trust (classifier): LeNet-5 on Fashion-MNIST, five methods",
         [{"title": f"10,000 test images; original fp32 accuracy {100 * base_acc:.2f}%, "
@@ -107,7 +108,7 @@ def main() -> None:
                       *[f"noise sigma={s:g} px" for s in SIGMA_PIXELS],
                       *[f"FGSM eps={e:g} px" for e in EPS_PIXELS],
                       *[f"PGD eps={e:g} px" for e in EPS_PIXELS]], "rows": rob_rows}],
-        notes=[f"Largest single-class loss: {worst[0]}, class {CLASSES[worst[1]['worst_class']['class']]} "
+        notes=[f"Largest single-class loss: {worst[0]}, class {worst_name} "
                f"{100 * worst[1]['max_class_drop']:.2f} points against "
                f"{100 * worst[1]['drop']:.2f} overall.",
                "ECE: 15 equal-width confidence bins. KL: mean over test images of "
