@@ -4,6 +4,7 @@ compare commands."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 
 import pytest
@@ -156,3 +157,23 @@ def test_cli_compare(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["trust"]["agreement"] == pytest.approx(rep["agreement"])
     assert "trust_per_class" in (tmp_path / "rep.html").read_text()
+
+
+@pytest.mark.skipif("sign_key" not in inspect.signature(mz.save).parameters,
+                    reason="mz.save does not take sign_key= yet")
+def test_save_sign_key_and_load_verify_key(files):
+    path, keys, other, model = files
+    mz.save(model, path, sign_key=keys["private"])
+    loaded = mz.load(path, verify_key=keys["public"])
+    x = torch.randn(2, 64)
+    assert torch.equal(loaded(x), model.eval()(x))
+    with pytest.raises(SignatureError):
+        mz.load(path, verify_key=other["public"])
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(SignatureError):
+        mz.load(path, verify_key=keys["public"])
+    mz.save(model, path)
+    with pytest.raises(SignatureError, match="not signed"):
+        mz.load(path, verify_key=keys["public"])
