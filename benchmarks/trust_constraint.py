@@ -58,6 +58,11 @@ def final_row(label: str, base: torch.nn.Module, result: Any, test: Any) -> list
             result.metrics["file_bytes"]]
 
 
+def setting(cfg: Any) -> str:
+    """``sparsity=0.6`` for a Magnitude config record ("-" for the baseline)."""
+    return f"sparsity={cfg['sparsity']}" if isinstance(cfg, dict) and "sparsity" in cfg else "-"
+
+
 def compress_part(base: torch.nn.Module, data: Any, case: float) -> dict[str, Any] | None:
     """Part 2, or None while mz.compress does not take constraints yet."""
     if "constraints" not in inspect.signature(mz.compress).parameters:
@@ -73,7 +78,7 @@ def compress_part(base: torch.nn.Module, data: Any, case: float) -> dict[str, An
                        constraints={"max_class_drop": MAX_CLASS_DROP}, eval_data=data.test)
     rows = [final_row("max_drop only", base, plain, data.test),
             final_row(f"max_drop + max_class_drop {MAX_CLASS_DROP}", base, held, data.test)]
-    attempts = [[h["stage"], str(h.get("config")), fmt(100 * h["metric"], 2),
+    attempts = [[h["stage"], setting(h.get("config")), fmt(100 * h["metric"], 2),
                  "yes" if h["passed"] else "no", "; ".join(h.get("constraints_failed", []))]
                 for h in held.history]
     return {"rows": rows, "attempts": attempts}
