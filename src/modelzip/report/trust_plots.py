@@ -36,7 +36,7 @@ def per_class_png(rep: dict[str, Any]) -> bytes:
     a.legend(fontsize=8)
     worst = rep["worst_class"]["class"]
     a.set_title(f"per-class accuracy (worst: class {worst}, "
-                f"{100 * rep['worst_class']['drop']:+.2f} points drop)")
+                f"{100 * rep['worst_class']['drop']:.2f} points drop)")
     b.bar(list(x), [100 * r["flip_rate"] for r in rows], color="tab:red")
     b.set_ylabel("top-1 flips (%)")
     b.set_xticks(list(x), names)
@@ -52,6 +52,8 @@ def confusion_png(rep: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(0.45 * k + 2.5, 0.45 * k + 2))
     im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     if k <= 20:
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
         for i in range(k):
             for j in range(k):
                 if m[i][j]:

@@ -14,7 +14,7 @@ def _pct(v: Any) -> str:
 
 
 def _pts(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:+.2f}"
+    return "-" if v is None else f"{round(100 * v, 2) + 0.0:+.2f}"  # no "-0.00"
 
 
 def _num(v: Any) -> str:
