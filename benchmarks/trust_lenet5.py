@@ -54,69 +54,79 @@ def robust_cells(rob: dict[str, Any]) -> list[Any]:
             + [fmt(100 * p["accuracy"], 2) for p in rob["pgd"]])
 
 
-def main() -> None:
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    base = trained_lenet5().eval()
-    data = fashion()
+def measure(base: torch.nn.Module, data: Any) -> tuple[dict[str, Any], dict[str, int], int]:
+    """Every method's trust dict (robustness included), file bytes, and the fp32 bytes."""
     rob_o = robustness(base, data.test, **ROBUST)
-    trust_rows, rob_rows = [], [["fp32 original", fmt(100 * rob_o["clean"], 2),
-                                 *robust_cells(rob_o)]]
-    per_class: dict[str, list[float]] = {}
-    reports = {}
+    reports, sizes = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = mz.save(base, os.path.join(tmp, "fp32.mzip"))
         for name, model in methods(base, data).items():
             path = os.path.join(tmp, "m.mzip")
-            size = mz.save(model, path, half=name.startswith("deep"))
+            sizes[name] = mz.save(model, path, half=name.startswith("deep"))
             loaded = mz.load(path)
             rep = mz.trust(base, loaded, data.test, robustness=False)
-            rob_c = robustness(loaded, data.test, **ROBUST)
-            rep["robustness"] = {"original": rob_o, "compressed": rob_c}
+            rep["robustness"] = {"original": rob_o,
+                                 "compressed": robustness(loaded, data.test, **ROBUST)}
             reports[name] = rep
-            w = rep["worst_class"]
-            trust_rows.append([
-                name, size, fmt(fp32 / size, 1), fmt(100 * rep["acc_compressed"], 2),
-                fmt(100 * rep["drop"], 2), CLASSES[w["class"]], fmt(100 * w["drop"], 2),
-                fmt(100 * rep["agreement"], 2), fmt(rep["ece_original"], 4),
-                fmt(rep["ece_compressed"], 4), fmt(rep["ece_change"], 4),
-                fmt(rep["kl_mean"], 4),
-                *[f"{100 * a['accuracy']:.1f} / {100 * b['accuracy']:.1f}"
-                  for a, b in zip(rob_o["fgsm"], rob_c["fgsm"])]])
-            rob_rows.append([name, fmt(100 * rob_c["clean"], 2), *robust_cells(rob_c)])
-            per_class[name] = [r["acc_compressed"] for r in rep["per_class"]]
-        base_acc = reports[next(iter(reports))]["acc_original"]
+    return reports, sizes, fp32
+
+
+def trust_row(name: str, rep: dict[str, Any], size: int, fp32: int) -> list[Any]:
+    w, rob = rep["worst_class"], rep["robustness"]
+    return [name, size, fmt(fp32 / size, 1), fmt(100 * rep["acc_compressed"], 2),
+            fmt(100 * rep["drop"], 2), CLASSES[w["class"]], fmt(100 * w["drop"], 2),
+            fmt(100 * rep["agreement"], 2), fmt(rep["ece_original"], 4),
+            fmt(rep["ece_compressed"], 4), fmt(rep["ece_change"], 4), fmt(rep["kl_mean"], 4),
+            *[f"{100 * a['accuracy']:.1f} / {100 * b['accuracy']:.1f}"
+              for a, b in zip(rob["original"]["fgsm"], rob["compressed"]["fgsm"])]]
+
+
+def tables(reports: dict[str, Any], sizes: dict[str, int], fp32: int) -> list[dict[str, Any]]:
     first = next(iter(reports.values()))
+    rob_o = first["robustness"]["original"]
+    rob_rows = [["fp32 original", fmt(100 * rob_o["clean"], 2), *robust_cells(rob_o)]] + [
+        [n, fmt(100 * r["robustness"]["compressed"]["clean"], 2),
+         *robust_cells(r["robustness"]["compressed"])] for n, r in reports.items()]
     class_rows = [[CLASSES[k], fmt(100 * first["per_class"][k]["acc_original"], 1),
-                   *[fmt(100 * per_class[m][k], 1) for m in per_class]] for k in range(10)]
-    eps_cols = [f"FGSM eps={e:g} px: original / compressed %" for e in EPS_PIXELS]
-    worst = max(reports.items(), key=lambda kv: kv[1]["max_class_drop"])
-    worst_name = CLASSES[worst[1]["worst_class"]["class"]]
+                   *[fmt(100 * r["per_class"][k]["acc_compressed"], 1)
+                     for r in reports.values()]] for k in range(10)]
+    return [
+        {"title": f"10,000 test images; original fp32 accuracy "
+                  f"{100 * first['acc_original']:.2f}%, file {fp32:,} bytes; models loaded "
+                  "back from their .mzip",
+         "columns": ["method", "file bytes", "x smaller", "accuracy %", "drop (points)",
+                     "worst class", "worst-class drop (points)", "top-1 agreement %",
+                     "ECE original", "ECE compressed", "ECE change", "KL(o||c)",
+                     *[f"FGSM eps={e:g} px: original / compressed %" for e in EPS_PIXELS]],
+         "rows": [trust_row(n, r, sizes[n], fp32) for n, r in reports.items()]},
+        {"title": "Per-class accuracy % (original, then each compressed model)",
+         "columns": ["class", "original", *reports], "rows": class_rows},
+        {"title": f"Accuracy % under noise and white-box attacks (first "
+                  f"{ROBUST['samples']} test images; PGD {ROBUST['pgd_steps']} steps)",
+         "columns": ["model", "clean", *[f"noise sigma={s:g} px" for s in SIGMA_PIXELS],
+                     *[f"FGSM eps={e:g} px" for e in EPS_PIXELS],
+                     *[f"PGD eps={e:g} px" for e in EPS_PIXELS]], "rows": rob_rows}]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    reports, sizes, fp32 = measure(trained_lenet5().eval(), fashion())
+    worst_name, worst = max(reports.items(), key=lambda kv: kv[1]["max_class_drop"])
     write_result(
         "trust_lenet5", "Trust (classifier): LeNet-5 on Fashion-MNIST, five methods",
-        [{"title": f"10,000 test images; original fp32 accuracy {100 * base_acc:.2f}%, "
-                   f"file {fp32:,} bytes; models loaded back from their .mzip",
-          "columns": ["method", "file bytes", "x smaller", "accuracy %", "drop (points)",
-                      "worst class", "worst-class drop (points)", "top-1 agreement %",
-                      "ECE original", "ECE compressed", "ECE change", "KL(o||c)",
-                      *eps_cols], "rows": trust_rows},
-         {"title": "Per-class accuracy % (original, then each compressed model)",
-          "columns": ["class", "original", *per_class], "rows": class_rows},
-         {"title": f"Accuracy % under noise and white-box attacks (first "
-                   f"{ROBUST['samples']} test images; PGD {ROBUST['pgd_steps']} steps)",
-          "columns": ["model", "clean",
-                      *[f"noise sigma={s:g} px" for s in SIGMA_PIXELS],
-                      *[f"FGSM eps={e:g} px" for e in EPS_PIXELS],
-                      *[f"PGD eps={e:g} px" for e in EPS_PIXELS]], "rows": rob_rows}],
-        notes=[f"Largest single-class loss: {worst[0]}, class {worst_name} "
-               f"{100 * worst[1]['max_class_drop']:.2f} points against "
-               f"{100 * worst[1]['drop']:.2f} overall.",
+        tables(reports, sizes, fp32),
+        notes=[f"Largest single-class loss: {worst_name}, class "
+               f"{CLASSES[worst['worst_class']['class']]} "
+               f"{100 * worst['max_class_drop']:.2f} points against "
+               f"{100 * worst['drop']:.2f} overall.",
                "ECE: 15 equal-width confidence bins. KL: mean over test images of "
                "KL(softmax original || softmax compressed), nats.",
                "Radii and noise are in pixel units (0..1) and divided by the normalisation "
                f"std {STD} for the model's input. Integer layers (int8 static) are attacked "
                "through a straight-through estimator: exact integer forward, gradient of "
-               "the same layer in float with the dequantized weights.",
+               "the same layer in float with the dequantized weights (which can overstate "
+               "an int8 model's robustness: see docs/trust.md).",
                "Cheap settings: deep compression runs 2 prune steps of half an epoch, half "
                "an epoch of recovery and of centroid fine-tuning (the full pipeline is "
                "benchmarks/deep_compression_lenet5.py)."],

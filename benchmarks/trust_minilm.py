@@ -23,10 +23,10 @@ def methods(model: torch.nn.Module, calib: list[dict]) -> dict[str, torch.nn.Mod
     return {
         "int8 W8A8 dynamic": mz.quantize(copy.deepcopy(model), mz.Int8()),
         "4-bit weights RTN (group 128)": mz.quantize(
-            copy.deepcopy(model), mz.WeightOnly(bits=4, group_size=128)),
+            copy.deepcopy(model), mz.WeightOnly(bits=4, group_size=128, targets=["Linear"])),
         "4-bit weights GPTQ (group 128)": mz.quantize(
-            copy.deepcopy(model), mz.WeightOnly(bits=4, group_size=128, method="gptq"),
-            calib_data=calib),
+            copy.deepcopy(model), mz.WeightOnly(bits=4, group_size=128, method="gptq",
+                                                targets=["Linear"]), calib_data=calib),
     }
 
 
@@ -74,6 +74,8 @@ def main() -> None:
                "(no labels): the encoder task; cosine per sentence of the attention-mask "
                "mean-pooled last hidden state (the all-MiniLM-L6-v2 embedding before "
                "normalisation, which cosine ignores).",
+               "4-bit: every Linear layer (embeddings stay fp32), as in quant_minilm_gptq; "
+               "int8: Int8Linear layers plus int8 embedding rows, as in quant_minilm_int8.",
                "The mean hides the tail: the 1st percentile and the minimum show the "
                "sentences a retrieval index would misplace first."],
         extra={"reports": {k: {kk: vv for kk, vv in v.items() if kk != "histogram"}
