@@ -53,6 +53,8 @@ from .pipeline import (
     sensitivity,
 )
 from .report import Report, report
+from .errors import SignatureError
+from .trust.api import trust
 
 __version__ = "0.1.0"
 
@@ -68,5 +70,5 @@ __all__ = [
     "save", "load", "dumps", "loads", "read_manifest", "export_onnx",
     "Recipe", "Requirement", "compress", "CompressionResult", "auto_compress",
     "deep_compression", "prune_until", "sensitivity", "Finetune", "Distill", "Evaluate",
-    "Convert", "Report", "report",
+    "Convert", "Report", "report", "trust", "SignatureError",
 ]

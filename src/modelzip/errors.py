@@ -19,6 +19,11 @@ class FormatError(ModelzipError):
     """A .mzip (or other) file is foreign, damaged or inconsistent."""
 
 
+class SignatureError(FormatError):
+    """A signed file does not verify: changed since signing, signed by another key,
+    or not signed at all when a signature is required."""
+
+
 class UnsupportedModelError(ModelzipError):
     """A model or layer cannot be handled by the requested method."""
 

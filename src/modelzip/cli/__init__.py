@@ -20,6 +20,7 @@ COMMANDS = [
     "compress", "auto", "report", "export",
     "search",  # issue 8
     "worker",  # issue 17
+    "compare", "verify", "sign", "keygen",  # issue 18
 ]
 DATA_PARALLEL = ("compress", "train", "eval", "inspect", "export", "report", "demo")
 

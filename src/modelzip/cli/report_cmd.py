@@ -9,7 +9,8 @@ from rich.console import Console
 
 from ..io.mzip import load
 from ..report import report
-from .common import add_json, emit
+from .common import add_json, emit, load_dataset
+from .compare_cmd import add_trust_args, trust_kwargs
 from .workflow import add_trust_code, file_metric
 
 
@@ -24,6 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for --data sentences")
     add_trust_code(p)
     p.add_argument("--out", default="report.html", help="HTML output path")
+    add_trust_args(p)  # the trust section: with --baseline and --data
     add_json(p)
     p.set_defaults(func=run)
 
@@ -40,13 +42,23 @@ def run(args: Any) -> int:
             return sign * metric(m)
     rep = report(model, baseline, evaluate=evaluate, example_inputs=example,
                  title=f"modelzip report: {args.file}")
+    if baseline is not None and args.data and args.data != "sentences":
+        from ..trust.api import trust
+
+        split = load_dataset(args.data, args.data_root)
+        rep.trust = trust(baseline, model, split.test, **trust_kwargs(args))
     rep.to_html(args.out)
     if args.json:
         emit(args, {"summary": rep.summary, "layers": rep.layers, "total": rep.totals,
-                    "html": args.out})
+                    "trust": rep.trust, "html": args.out})
     else:
         console = Console(width=max(Console().width, 110))
         console.print(rep.summary_table())
         console.print(rep.table())
+        if rep.trust:
+            from ..report.trust_section import tables
+
+            for t in tables(rep.trust):
+                console.print(t)
         print(f"wrote {args.out}")
     return 0

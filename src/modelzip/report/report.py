@@ -39,6 +39,7 @@ class Report:
     totals: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
+    trust: dict[str, Any] | None = None  # a mz.trust() dict: the trust section
 
     def table(self) -> Table:
         """The per-layer table with totals (print it with rich)."""
@@ -68,6 +69,10 @@ class Report:
             out["attempts"] = plots.attempts_png(self.history)
         if self.sensitivity:
             out["sensitivity"] = plots.sensitivity_png(self.sensitivity)
+        if self.trust:
+            from .trust_plots import figures as trust_figures
+
+            out.update(trust_figures(self.trust))
         return out
 
     def plot(self, path: str | os.PathLike) -> Path:
@@ -90,9 +95,10 @@ class Report:
 
 def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any = None,
            evaluate: Any = None, example_inputs: Any = None,
-           sensitivity: dict[str, float] | None = None, title: str = "modelzip report"
-           ) -> Report:
-    """Build a :class:`Report` of ``model`` (and ``baseline``, a compress ``result``)."""
+           sensitivity: dict[str, float] | None = None, title: str = "modelzip report",
+           trust: dict[str, Any] | None = None) -> Report:
+    """Build a :class:`Report` of ``model`` (and ``baseline``, a compress ``result``,
+    ``trust``: a ``mz.trust(baseline, model, data)`` dict for the trust section)."""
     if not isinstance(model, nn.Module):
         raise ModelzipError(f"report() needs an nn.Module, got {type(model).__name__}")
     layers, totals = layer_rows(model)
@@ -116,4 +122,4 @@ def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any =
         summary.update({f"run: {k}": v for k, v in result.metrics.items()
                         if isinstance(v, (int, float, str))})
     hist = list(getattr(result, "history", []) or [])
-    return Report(title, summary, layers, totals, hist, dict(sensitivity or {}))
+    return Report(title, summary, layers, totals, hist, dict(sensitivity or {}), trust)
