@@ -4,7 +4,6 @@ compare commands."""
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 
 import pytest
@@ -14,8 +13,8 @@ from safetensors import safe_open
 import modelzip as mz
 from modelzip.cli import main
 from modelzip.errors import ConfigError, FormatError, SignatureError
+from modelzip.io import signing
 from modelzip.io.mzip import read_contents
-from modelzip.trust import signing
 
 
 @pytest.fixture
@@ -159,8 +158,6 @@ def test_cli_compare(tmp_path, capsys):
     assert "trust_per_class" in (tmp_path / "rep.html").read_text()
 
 
-@pytest.mark.skipif("sign_key" not in inspect.signature(mz.save).parameters,
-                    reason="mz.save does not take sign_key= yet")
 def test_save_sign_key_and_load_verify_key(files):
     path, keys, other, model = files
     mz.save(model, path, sign_key=keys["private"])
@@ -177,3 +174,4 @@ def test_save_sign_key_and_load_verify_key(files):
     mz.save(model, path)
     with pytest.raises(SignatureError, match="not signed"):
         mz.load(path, verify_key=keys["public"])
+

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..io.mzip import save
 from ..pipeline import Recipe, compress
 from ..report import report
+from ..trust.constraints import add_constraint_args, constraints_from_args
 from .common import add_json, emit
 from .workflow import add_model_args, resolve
 
@@ -30,6 +31,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output .mzip")
     p.add_argument("--report", default=None, help="HTML report path")
     p.add_argument("--no-progress", action="store_true")
+    add_constraint_args(p)  # --max-class-drop, --min-agreement, ... judged on the test data
     add_json(p)
     p.set_defaults(func=run)
 
@@ -43,7 +45,8 @@ def run(args: Any) -> int:
     res = compress(job.model, recipe, evaluate=job.evaluate, train_data=job.train_data,
                    calib_data=job.calib_data, max_drop=args.max_drop, relative=args.relative,
                    mode=args.mode, time_budget=args.time_budget, per_layer=args.per_layer,
-                   save_best=args.out, progress=not args.no_progress)
+                   save_best=args.out, progress=not args.no_progress,
+                   constraints=constraints_from_args(args) or None, eval_data=job.eval_data)
     size = save(res.model, args.out, info={"recipe": recipe.name, "metric": job.metric_name,
                                            "value": res.metrics["metric"]})
     m = res.metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..trust.signing import generate_keypair
+from ..io.signing import generate_keypair
 from .common import add_json, emit
 
 

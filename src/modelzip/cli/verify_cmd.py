@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..io.mzip import read_contents
-from ..trust.signing import verify_file
+from ..io.signing import verify_file
 from .common import add_json, emit
 
 

@@ -32,6 +32,7 @@ class Job:
     train_data: Any = None
     calib_data: Any = None
     example: Any = None
+    eval_data: Any = None  # the labelled test batches (trust constraints judge on them)
 
 
 def add_trust_code(p: Any) -> None:
@@ -83,7 +84,7 @@ def resolve(args: Any, progress: bool = True) -> Job:
     calib = [b for _, b in zip(range(8), split.train)]
     # under torchrun every rank must take the same accept / back-off decision
     return Job(model, agreed(evaluate), "-perplexity" if lm else "accuracy", split.train,
-               calib, calib[0][0][:1])
+               calib, calib[0][0][:1], split.test)
 
 
 def _build(spec: str, split: mzdata.Split | None, trust_code: bool) -> nn.Module:

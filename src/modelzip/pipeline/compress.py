@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .recipe import Recipe
-from .requirement import Evaluate, Requirement
+from .requirement import Check, Evaluate, Requirement
 from .result import CompressionResult, build_result
 from .runner import RunContext, baseline_record, run_units
 
@@ -40,12 +40,25 @@ def _check_options(mode: str, time_budget: Any, max_tries: Any) -> None:
         raise ConfigError(f"max_tries must be a non-negative integer, got {max_tries!r}")
 
 
+def _constraint_checks(model: nn.Module, constraints: dict[str, float] | None,
+                       eval_data: Iterable[Any] | None, device: str | None) -> list[Check]:
+    """The trust constraints as requirement checks (none when no constraint is given)."""
+    if not constraints:
+        return []
+    from ..trust.constraints import ConstraintGate
+
+    gate = ConstraintGate(copy.deepcopy(model).eval(), eval_data, constraints,
+                          device=device or "cpu")
+    return [lambda m: gate(m)[0]]
+
+
 def compress(model: nn.Module, recipe: Recipe | str | list[Any], *, evaluate: Evaluate,
              train_data: Iterable[Any] | None = None, calib_data: Iterable[Any] | None = None,
              max_drop: float = 0.01, relative: bool = False, mode: str = "meet",
              time_budget: float | None = None, teacher: nn.Module | None = None,
              save_best: str | Path | None = None, max_tries: int = 4,
-             per_layer: bool = False, progress: bool = True, device: str | None = None
+             per_layer: bool = False, progress: bool = True, device: str | None = None,
+             constraints: dict[str, float] | None = None, eval_data: Iterable[Any] | None = None
              ) -> CompressionResult:
     """Compress ``model`` with ``recipe`` while ``evaluate`` stays within ``max_drop``.
 
@@ -53,11 +66,16 @@ def compress(model: nn.Module, recipe: Recipe | str | list[Any], *, evaluate: Ev
     (a fraction of |baseline|). ``mode="max"`` pushes each unit harder while the
     requirement holds. ``per_layer=True`` first tries per-layer strengths allocated from
     each layer's sensitivity (mixed sparsity / precision) before the uniform setting.
+    ``constraints`` (``{"max_class_drop": 0.02, "min_agreement": 0.98, ...}``, see
+    :mod:`modelzip.trust.constraints`) are judged on ``eval_data`` against the original
+    model; an attempt that breaks one is backed off like one that breaks the budget, and
+    ``metrics["backoff_reasons"]`` says which requirement decided each unit.
     The input model is not modified; the result holds the best model.
     """
     recipe = Recipe.load(recipe)
     _check_options(mode, time_budget, max_tries)
-    req = Requirement.of(evaluate, model, max_drop, relative)
+    req = Requirement.of(evaluate, model, max_drop, relative,
+                         _constraint_checks(model, constraints, eval_data, device))
     ctx = RunContext(evaluate, req, train_data, calib_data,
                      teacher or copy.deepcopy(model).eval(), device, progress,
                      time.time() + time_budget if time_budget else None, mode, max_tries,

@@ -34,7 +34,11 @@ class CompressionResult:
 
 def incomplete_reasons(ctx: RunContext, stopped: str) -> list[str]:
     """Why a run is not ``complete``: in words a person can act on."""
-    out = [f"unit {u} skipped: even its gentlest setting broke the requirement"
+    def why(unit: str) -> str:
+        failed = ctx.reasons.get(unit)
+        return f" ({'; '.join(failed)})" if failed else ""
+
+    out = [f"unit {u} skipped: even its gentlest setting broke the requirement{why(u)}"
            for u in ctx.skipped]
     out += [f"backed off to meet the requirement: {w}" for w in ctx.weakened]
     if stopped != "completed":
@@ -56,6 +60,7 @@ def build_result(original: nn.Module, best: nn.Module, ctx: RunContext, stopped:
         "nonzeros": nonzeros, "file_bytes": fb, "fp32_bytes": base, "ratio": base / fb,
         "skipped_units": list(ctx.skipped), "attempts": len(ctx.history) - 1,
         "changed_units": list(ctx.weakened), "failed": failed,
+        "backoff_reasons": dict(ctx.reasons),
     }
     failing = [h for h in ctx.history if not h["passed"] and h.get("metric") is not None]
     if failing:

@@ -47,6 +47,7 @@ class RunContext:
     history: list[dict[str, Any]] = field(default_factory=list)
     weakened: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # unit -> what failed
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() > self.deadline
@@ -187,6 +188,8 @@ def search_unit(model: nn.Module, unit: Unit, ctx: RunContext, label: str
         if att.passed:
             return trial
     trial, att = attempt(model, unit.actions, ctx, label)
+    if not att.passed:  # what decided that this unit is backed off or skipped
+        ctx.reasons[label] = list(att.failed)
     if knob is None:
         return trial if att.passed else None
     requested = getattr(cfg, knob.field)
@@ -206,7 +209,9 @@ def search_unit(model: nn.Module, unit: Unit, ctx: RunContext, label: str
         else:
             failed = nxt
     if passed != requested:
-        ctx.weakened.append(f"{label}: {knob.field} {requested} -> {passed}")
+        why = "; ".join(ctx.reasons.get(label, []))
+        ctx.weakened.append(f"{label}: {knob.field} {requested} -> {passed}"
+                            + (f" (decided by: {why})" if why else ""))
     return best
 
 

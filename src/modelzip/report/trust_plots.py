@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _png(fig: Any) -> bytes:
-    from .report import png_bytes
+    from .plots import png_bytes
 
     try:
         return png_bytes(fig)

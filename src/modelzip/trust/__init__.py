@@ -4,10 +4,12 @@
 * ``metrics.py`` - the pure functions behind it;
 * ``robustness.py`` - Gaussian noise, FGSM and PGD with a straight-through estimator;
 * ``constraints.py`` - ``check_constraints`` and the gate ``mz.compress`` calls;
-* ``signing.py`` - SHA-256 of a .mzip payload and Ed25519 signatures.
+* file integrity (SHA-256 of the payload, Ed25519 signatures) lives with the file format in
+  :mod:`modelzip.io.signing`, so ``mz.save(sign_key=)`` / ``mz.load(verify_key=)`` need
+  nothing above it; its names are re-exported here.
 
-Names are resolved lazily so that importing ``modelzip.trust.signing`` (which the file
-format layer may do) does not import the model-facing modules.
+Names are resolved lazily so that importing this package does not import the model-facing
+modules.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _EXPORTS = {
     "ConstraintGate": "constraints", "RULES": "constraints",
     "fgsm": "robustness", "pgd": "robustness",
     "differentiable": "robustness",
-    "payload_sha256": "signing", "sign": "signing", "verify": "signing",
+    "payload_sha256": "..io.signing", "sign": "..io.signing", "verify": "..io.signing",
 }
 
 __all__ = list(_EXPORTS)
@@ -32,4 +34,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
 
-    return getattr(import_module(f"{__name__}.{module}"), name)
+    target = module[1:] if module.startswith("..") else f".{module}"
+    return getattr(import_module(target, "modelzip" if module.startswith("..") else __name__),
+                   name)
