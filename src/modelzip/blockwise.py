@@ -35,6 +35,7 @@ from .calib import find_blocks, world
 from .calib_ckpt import Checkpoint, run_key
 from .devices import resolve_device
 from .errors import DataError, UnsupportedModelError
+from .state import materialize, reparams
 
 log = logging.getLogger("modelzip.blockwise")
 Results = dict[str, torch.Tensor]
@@ -163,6 +164,8 @@ def _solve(layers: dict[str, nn.Module], method: Method, stats: dict[str, Any],
     """All-reduce the statistics (ranks), solve and install every layer."""
     for k in sorted(stats):
         stats[k].all_reduce(dev)
+        if hasattr(stats[k], "finish"):
+            stats[k].finish()
     results: dict[str, Results] = {}
     missing = []
     for fqn, layer in layers.items():
@@ -194,7 +197,24 @@ def _do_block(block: nn.Module, inputs: _Inputs, layers: dict[str, nn.Module],
                              for b in range(len(inputs.hidden))]
     finally:
         block.to("cpu")
+        release(block)
     return results, missing
+
+
+def release(module: nn.Module) -> None:
+    """Drop the dequantized weights cached on re-parametrised layers of a finished block:
+    only the codes stay in memory while later blocks run (rebuilt on the next forward,
+    and for good by :func:`rebuild` at the end of the run)."""
+    for _, m, name, _ in reparams(module):
+        m.__dict__.pop(name, None)
+
+
+def rebuild(model: nn.Module) -> None:
+    """Materialize the weights that :func:`release` dropped (``module.weight`` works)."""
+    with torch.no_grad():
+        for _, m, name, _ in reparams(model):
+            if name not in m.__dict__:
+                m.__dict__[name] = materialize(m, name)
 
 
 class _Replay(nn.Module):
@@ -286,7 +306,10 @@ def run(model: nn.Module, data: Iterable[Any], layers: dict[str, nn.Module],
             key = run_key({"method": config or {}, "ranks": [rank, size]}, batches, model)
             folder = checkpoint_dir if size == 1 else f"{checkpoint_dir}/rank{rank}"
             ckpt = Checkpoint(folder, key)
-        return _blocks(model, blocks, mine, layers, method, dev, ckpt)
+        try:
+            return _blocks(model, blocks, mine, layers, method, dev, ckpt)
+        finally:
+            rebuild(model)
 
 
 def _blocks(model: nn.Module, blocks: list[tuple[str, nn.Module]], batches: list[Any],
@@ -301,6 +324,7 @@ def _blocks(model: nn.Module, blocks: list[tuple[str, nn.Module]], batches: list
     for i in range(start):
         for fqn, res in ckpt.load_block(i).items():
             method.install(fqn, per_block[i][fqn], res)
+        release(blocks[i][1])
     last = len(blocks) - 1
     if start > last and not leftover:
         return []

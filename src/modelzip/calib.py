@@ -36,6 +36,7 @@ class InputStats:
 
     def __init__(self, d: int, want_hessian: bool = True):
         self.d, self.want_hessian, self.count = d, want_hessian, 0
+        self._scaled = False
         self.xtx: torch.Tensor | None = None
         self.abs_sum: torch.Tensor | None = None
         self.sq_sum: torch.Tensor | None = None
@@ -58,9 +59,9 @@ class InputStats:
             self.xtx.addmm_(x.T, x)
         self.count += x.shape[0]
         a = x.abs()
-        self.abs_sum += a.sum(0).double()
-        self.sq_sum += (x.double() ** 2).sum(0)
+        self.abs_sum += a.sum(0, dtype=torch.float64)
         torch.maximum(self.abs_max, a.amax(0), out=self.abs_max)
+        self.sq_sum += a.mul_(a).sum(0, dtype=torch.float64)
 
     def all_reduce(self, device: torch.device | str = "cpu") -> None:
         """Sum (max for ``abs_max``) the statistics over the ranks of torch.distributed.
@@ -78,11 +79,20 @@ class InputStats:
         dist.all_reduce(self.abs_max, op=dist.ReduceOp.MAX)
         self.count = int(n.item())
 
+    def finish(self) -> None:
+        """Scale the sum in place into H (saves a d x d copy); :attr:`hessian` then
+        returns it as is. Called once the statistics are complete."""
+        if self.xtx is not None and not self._scaled:
+            self.xtx.mul_(2.0 / max(self.count, 1))
+            self._scaled = True
+
     @property
     def hessian(self) -> torch.Tensor | None:
         """H = 2/n X^T X (float32), or None when not gathered."""
         if self.xtx is None:
             return torch.zeros(self.d, self.d) if self.want_hessian else None
+        if self._scaled:
+            return self.xtx
         return self.xtx * (2.0 / max(self.count, 1))
 
     @property

@@ -55,7 +55,8 @@ def gptq(w: torch.Tensor, h: torch.Tensor, spec: QSpec, *, blocksize: int = 128,
             scale, zero = scale.expand(rows, 1).clone(), zero.expand(rows, 1).clone()
     perm = (torch.argsort(torch.diag(H), descending=True) if actorder
             else torch.arange(cols, device=W.device))
-    W, H = W[:, perm], H[perm][:, perm]
+    if actorder:
+        W, H = W[:, perm], H[perm][:, perm]
     Q = torch.zeros(rows, cols, device=W.device)
     col_spec = QSpec(spec.bits, spec.symmetric, None)
     # one thread: the column loop is many tiny ops, and torch.cholesky_inverse with two
@@ -64,11 +65,15 @@ def gptq(w: torch.Tensor, h: torch.Tensor, spec: QSpec, *, blocksize: int = 128,
     torch.set_num_threads(1)
     try:
         U = inverse_cholesky_upper(H, percdamp)  # fp32, as in the reference code
+        del H
         _columns(W, U, Q, scale, zero, perm, g, static, spec, col_spec, blocksize, clip)
     finally:
         torch.set_num_threads(threads)
-    codes = torch.empty_like(Q)
-    codes[:, perm] = Q
+    if actorder:
+        codes = torch.empty_like(Q)
+        codes[:, perm] = Q
+    else:
+        codes = Q
     if spec.group_size == -1:
         scale, zero = scale[:1, :1], zero[:1, :1]
     return codes.to(torch.int32), scale, zero
