@@ -66,6 +66,15 @@ def _hwm_mb(pid: str = "self") -> float:
     return float("nan")
 
 
+def _digest(path: Path) -> str:
+    """sha256 of the file with its safetensors header re-serialised with sorted keys (the
+    safetensors writer orders ``__metadata__`` keys at random); tensor bytes as they are."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True).encode()
+    return hashlib.sha256(header + raw[8 + n:]).hexdigest()
+
+
 class _Blocks(logging.Handler):
     """Seconds per block from the engine's log, also written to ``path`` as they come
     (a killed run keeps them)."""
@@ -117,7 +126,7 @@ def child(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         out["file_bytes"] = mz.save(model, args.save, entropy="none")
         out["save_s"] = time.perf_counter() - t0
-        out["sha256"] = hashlib.sha256(Path(args.save).read_bytes()).hexdigest()
+        out["sha256"] = _digest(Path(args.save))
     out["rss_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).write_text(json.dumps(out))
 
