@@ -32,7 +32,8 @@ SHAPE = {"hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 
 N_SEQ, SEQ_LEN, BATCH = 32, 512, 4
 OLD_COMMIT = "c49ecc5"  # main before the block engine: one whole-model pass per block
 KILL_AFTER = 5          # SIGKILL once the checkpoint of block 5 (0-based) is committed
-SMALL_DEPTH = 7         # depth of the uninterrupted-vs-resumed byte comparison
+SMALL_DEPTH = 2         # depth of the uninterrupted-vs-resumed byte comparison (time)
+SMALL_KILL = 0          # ... killed once its block 0 is committed
 
 
 # ------------------------------------------------------------------------- child side
@@ -202,7 +203,7 @@ STAGES = {
     "full_resumed": lambda: _launch("full_resumed", 22, ckpt=WORK / "ckpt22", save=True,
                                     limit_s=float(os.environ.get("LIMIT_S", "1e9"))),
     "small_killed": lambda: _launch("small_killed", SMALL_DEPTH,
-                                    ckpt=_fresh(WORK / "ckpt_small"), kill_at=KILL_AFTER),
+                                    ckpt=_fresh(WORK / "ckpt_small"), kill_at=SMALL_KILL),
     "small_resumed": lambda: _launch("small_resumed", SMALL_DEPTH, ckpt=WORK / "ckpt_small",
                                      save=True),
     "small_straight": lambda: _launch("small_straight", SMALL_DEPTH, save=True),
@@ -270,7 +271,7 @@ def _verdicts(d: dict, limit_mb: float) -> list[str]:
     a, b = d.get("small_resumed", {}), d.get("small_straight", {})
     if a.get("sha256") and b.get("sha256"):
         same = a["sha256"] == b["sha256"]
-        out.append(f"{SMALL_DEPTH} layers, killed after block {KILL_AFTER} and resumed vs "
+        out.append(f"{SMALL_DEPTH} layers, killed after block {SMALL_KILL} and resumed vs "
                    f"uninterrupted: files {'bit-identical' if same else 'DIFFER'} "
                    f"(sha256 {a['sha256'][:16]}); the 22-layer uninterrupted twin was not "
                    "run (two full runs do not fit the session).")
