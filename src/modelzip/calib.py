@@ -1,16 +1,15 @@
-"""Calibration: statistics of the inputs of Linear layers, gathered block by block.
+"""Calibration statistics of the inputs of Linear layers, and the blocks of a model.
 
-``sequential(model, data, fn)`` walks the model's transformer blocks (or the whole model
-when it has none) in order; for each block it runs the calibration data through the model
-*as compressed so far*, records per-layer input statistics, then lets ``fn`` compress the
-block's layers. Later blocks therefore see the errors of earlier ones, as in GPTQ and
-SparseGPT's sequential mode.
+:class:`InputStats` keeps sums (float32 ``X^T X``, float64 per-channel |x| and x^2, the
+max |x| and the row count) so that statistics gathered from different mini-batches, or on
+different ranks of a ``torch.distributed`` job, add up exactly: :meth:`InputStats.all_reduce`
+sums them across ranks before a solver reads them. The block-by-block engine that feeds
+them is :mod:`modelzip.blockwise`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,52 +17,110 @@ from torch import nn
 
 from .batches import forward, take
 from .errors import ModelzipError
-from .ops.hessian import add_batch
 
 
-@dataclass
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed job, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class InputStats:
-    """Running statistics of one layer's inputs (last dim = in_features)."""
+    """Running sums over one layer's inputs (last dim = ``d`` = in_features).
 
-    d: int
-    want_hessian: bool = True
-    hessian: torch.Tensor | None = None
-    count: int = 0
-    abs_sum: torch.Tensor = field(default=None)  # type: ignore[assignment]
-    sq_sum: torch.Tensor = field(default=None)  # type: ignore[assignment]
-    abs_max: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    Tensors are allocated on the device of the first input seen; the Hessian is kept as
+    the float32 sum ``X^T X`` and scaled to ``2/n X^T X`` on read.
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self, d: int, want_hessian: bool = True):
+        self.d, self.want_hessian, self.count = d, want_hessian, 0
+        self._scaled = False
+        self.xtx: torch.Tensor | None = None
+        self.abs_sum: torch.Tensor | None = None
+        self.sq_sum: torch.Tensor | None = None
+        self.abs_max: torch.Tensor | None = None
+
+    def _alloc(self, device: torch.device) -> None:
+        if self.abs_sum is not None:
+            return
         if self.want_hessian:
-            self.hessian = torch.zeros(self.d, self.d, dtype=torch.float64)
-        self.abs_sum = torch.zeros(self.d, dtype=torch.float64)
-        self.sq_sum = torch.zeros(self.d, dtype=torch.float64)
-        self.abs_max = torch.zeros(self.d)
+            self.xtx = torch.zeros(self.d, self.d, device=device)
+        self.abs_sum = torch.zeros(self.d, dtype=torch.float64, device=device)
+        self.sq_sum = torch.zeros(self.d, dtype=torch.float64, device=device)
+        self.abs_max = torch.zeros(self.d, device=device)
 
     def add(self, x: torch.Tensor) -> None:
+        """Fold a batch of inputs ``x`` (..., d) into the sums."""
         x = x.detach().reshape(-1, x.shape[-1]).float()
-        if self.hessian is not None:
-            self.hessian, _ = add_batch(self.hessian, self.count, x)
+        self._alloc(x.device)
+        if self.xtx is not None:
+            self.xtx.addmm_(x.T, x)
         self.count += x.shape[0]
-        self.abs_sum += x.abs().sum(0).double()
-        self.sq_sum += (x.double() ** 2).sum(0)
-        self.abs_max = torch.maximum(self.abs_max, x.abs().amax(0))
+        a = x.abs()
+        self.abs_sum += a.sum(0, dtype=torch.float64)
+        torch.maximum(self.abs_max, a.amax(0), out=self.abs_max)
+        self.sq_sum += a.mul_(a).sum(0, dtype=torch.float64)
+
+    def all_reduce(self, device: torch.device | str = "cpu") -> None:
+        """Sum (max for ``abs_max``) the statistics over the ranks of torch.distributed.
+
+        A no-op outside a distributed job; every rank must call it for the same layers.
+        """
+        if world()[1] == 1:
+            return
+        dist = torch.distributed
+        self._alloc(torch.device(device) if self.abs_sum is None else self.abs_sum.device)
+        n = torch.tensor([float(self.count)], dtype=torch.float64, device=self.abs_sum.device)
+        for t in (self.xtx, self.abs_sum, self.sq_sum, n):
+            if t is not None:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(self.abs_max, op=dist.ReduceOp.MAX)
+        self.count = int(n.item())
+
+    def finish(self) -> None:
+        """Scale the sum in place into H (saves a d x d copy); :attr:`hessian` then
+        returns it as is. Called once the statistics are complete."""
+        if self.xtx is not None and not self._scaled:
+            self.xtx.mul_(2.0 / max(self.count, 1))
+            self._scaled = True
+
+    @property
+    def hessian(self) -> torch.Tensor | None:
+        """H = 2/n X^T X (float32), or None when not gathered."""
+        if self.xtx is None:
+            return torch.zeros(self.d, self.d) if self.want_hessian else None
+        if self._scaled:
+            return self.xtx
+        return self.xtx * (2.0 / max(self.count, 1))
 
     @property
     def abs_mean(self) -> torch.Tensor:
         """Mean |x| per input channel (AWQ's activation salience)."""
+        if self.abs_sum is None:
+            return torch.zeros(self.d)
         return (self.abs_sum / max(self.count, 1)).float()
 
     @property
     def l2_norm(self) -> torch.Tensor:
         """||X_j||_2 per input channel (Wanda's input norm)."""
-        return self.sq_sum.sqrt().float()
+        return torch.zeros(self.d) if self.sq_sum is None else self.sq_sum.sqrt().float()
+
+
+def in_features(m: nn.Module) -> int:
+    """Input width of a Linear-like layer (Hugging Face GPT-2 Conv1D stores (in, out))."""
+    if hasattr(m, "in_features"):
+        return int(m.in_features)
+    if type(m).__name__ == "Conv1D":
+        return int(m.weight.shape[0])
+    raise ModelzipError(f"calibration supports Linear-like layers, not {type(m).__name__}")
 
 
 def collect(model: nn.Module, layers: dict[str, nn.Linear], data: Iterable[Any], *,
             max_batches: int | None = None, hessian: bool = True) -> dict[str, InputStats]:
-    """Run ``data`` through ``model`` and gather input statistics of ``layers``."""
-    stats = {name: InputStats(_in_features(m), hessian) for name, m in layers.items()}
+    """Run ``data`` through the whole ``model`` and gather input statistics of ``layers``."""
+    stats = {name: InputStats(in_features(m), hessian) for name, m in layers.items()}
     handles = [m.register_forward_pre_hook(_recorder(stats[name]))
                for name, m in layers.items()]
     try:
@@ -80,14 +137,6 @@ def collect(model: nn.Module, layers: dict[str, nn.Linear], data: Iterable[Any],
     return stats
 
 
-def _in_features(m: nn.Module) -> int:
-    if hasattr(m, "in_features"):
-        return int(m.in_features)
-    if type(m).__name__ == "Conv1D":  # Hugging Face GPT-2: y = x @ W + b, W is (in, out)
-        return int(m.weight.shape[0])
-    raise ModelzipError(f"calibration supports Linear-like layers, not {type(m).__name__}")
-
-
 def _recorder(st: InputStats) -> Callable[..., None]:
     def hook(module: nn.Module, args: tuple) -> None:
         st.add(args[0])
@@ -95,37 +144,18 @@ def _recorder(st: InputStats) -> Callable[..., None]:
     return hook
 
 
+def _linear_like(m: nn.Module) -> bool:
+    return isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+
+
 def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The repeated blocks of a transformer (the longest ModuleList holding Linears),
-    or the whole model as a single block."""
+    """The repeated blocks of a transformer (the longest ModuleList whose entries all hold
+    Linear / Conv1D layers: HF Llama ``model.layers``, GPT-2 ``transformer.h``, BERT
+    ``encoder.layer``, tiny_gpt ``blocks``), or the whole model as a single block."""
     best: list[tuple[str, nn.Module]] = []
     for fqn, m in model.named_modules():
         if isinstance(m, nn.ModuleList) and len(m) > len(best):
-            kids = [(f"{fqn}.{i}", c) for i, c in enumerate(m)]
-            if all(any(isinstance(x, nn.Linear) for x in c.modules()) for _, c in kids):
+            kids = [(f"{fqn}.{i}" if fqn else str(i), c) for i, c in enumerate(m)]
+            if all(any(_linear_like(x) for x in c.modules()) for _, c in kids):
                 best = kids
     return best or [("", model)]
-
-
-def sequential(model: nn.Module, data: Iterable[Any],
-               fn: Callable[[dict[str, nn.Module], dict[str, InputStats]], None], *,
-               layers: Callable[[nn.Module], list[tuple[str, nn.Module]]],
-               max_batches: int | None = None, hessian: bool = True) -> None:
-    """Compress block by block: gather stats for each block's ``layers``, then ``fn``.
-
-    ``layers(model)`` lists the (fqn, Linear) pairs to compress (already filtered by the
-    config's targets/ignore); layers outside any block are handled as a final block.
-    """
-    if data is None:
-        raise ModelzipError("this method needs calib_data (an iterable of batches)")
-    data = list(take(data, max_batches))
-    chosen = dict(layers(model))
-    done: set[str] = set()
-    for prefix, _ in find_blocks(model) + [("", model)]:
-        group = {k: m for k, m in chosen.items() if k not in done and (
-            not prefix or k == prefix or k.startswith(prefix + "."))}
-        if not group:
-            continue
-        stats = collect(model, group, data, hessian=hessian)
-        fn(group, stats)
-        done.update(group)

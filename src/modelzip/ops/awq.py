@@ -43,7 +43,7 @@ def awq(w: torch.Tensor, x_abs_mean: torch.Tensor, h: torch.Tensor, spec: QSpec,
     caller quantizes; returns ``(s, clip_ratio)`` with clip_ratio ``[rows, groups]``."""
     s = search_scales(w, x_abs_mean, h, spec, grid=grid)
     if not clip or spec.group_size == -1:
-        return s, torch.ones(1)
+        return s, torch.ones(1, device=w.device)
     ws = w.detach().float() * s
     hs = h.float() / torch.outer(s, s)
     blocks = hessian_blocks(hs, spec.group_size, w.shape[1])

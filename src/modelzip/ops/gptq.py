@@ -39,35 +39,41 @@ def gptq(w: torch.Tensor, h: torch.Tensor, spec: QSpec, *, blocksize: int = 128,
     """
     W = w.detach().float().clone()
     rows, cols = W.shape
-    H = h.detach().double().clone()
+    H = h.detach().float().clone()  # float32 as the reference; the inverse retries damping
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0
     g = cols if spec.group_size in (None, -1) else min(spec.group_size, cols)
     n_groups = -(-cols // g)
-    scale = torch.ones(rows, n_groups)
-    zero = torch.zeros(rows, n_groups)
+    scale = torch.ones(rows, n_groups, device=W.device)
+    zero = torch.zeros(rows, n_groups, device=W.device)
     static = actorder or spec.group_size in (None, -1) or g == cols
     if static:
         gs = spec.group_size if g < cols else None
         scale, zero = _params(W, QSpec(spec.bits, spec.symmetric, gs), clip)
         if spec.group_size == -1:
             scale, zero = scale.expand(rows, 1).clone(), zero.expand(rows, 1).clone()
-    perm = torch.argsort(torch.diag(H), descending=True) if actorder else torch.arange(cols)
-    W, H = W[:, perm], H[perm][:, perm]
-    Q = torch.zeros(rows, cols)
+    perm = (torch.argsort(torch.diag(H), descending=True) if actorder
+            else torch.arange(cols, device=W.device))
+    if actorder:
+        W, H = W[:, perm], H[perm][:, perm]
+    Q = torch.zeros(rows, cols, device=W.device)
     col_spec = QSpec(spec.bits, spec.symmetric, None)
     # one thread: the column loop is many tiny ops, and torch.cholesky_inverse with two
     # threads on a loaded CPU was measured 200x slower (22 s vs 0.1 s at d=1536)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        U = inverse_cholesky_upper(H.float(), percdamp)  # fp32, as in the reference code
+        U = inverse_cholesky_upper(H, percdamp)  # fp32, as in the reference code
+        del H
         _columns(W, U, Q, scale, zero, perm, g, static, spec, col_spec, blocksize, clip)
     finally:
         torch.set_num_threads(threads)
-    codes = torch.empty_like(Q)
-    codes[:, perm] = Q
+    if actorder:
+        codes = torch.empty_like(Q)
+        codes[:, perm] = Q
+    else:
+        codes = Q
     if spec.group_size == -1:
         scale, zero = scale[:1, :1], zero[:1, :1]
     return codes.to(torch.int32), scale, zero

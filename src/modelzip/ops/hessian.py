@@ -32,10 +32,10 @@ def inverse_cholesky_upper(h: torch.Tensor, percdamp: float = 0.01) -> torch.Ten
     """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), with damping retried if needed."""
     for attempt in range(6):
         hd, _ = damp(h, percdamp * (10**attempt))
-        try:
-            l_factor = torch.linalg.cholesky(hd)
-            hinv = torch.cholesky_inverse(l_factor)
-            return torch.linalg.cholesky(hinv, upper=True)
+        try:  # each step frees the previous matrix: d x d buffers dominate memory here
+            hd = torch.linalg.cholesky(hd)
+            hd = torch.cholesky_inverse(hd)
+            return torch.linalg.cholesky(hd, upper=True)
         except RuntimeError:
             continue
     raise RuntimeError("Hessian is not positive definite even with heavy damping")

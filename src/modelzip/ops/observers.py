@@ -31,6 +31,9 @@ class RangeStats:
 
     def add(self, rows: torch.Tensor) -> None:
         rows = rows.detach().float().reshape(-1, self.lo.numel())
+        if self.lo.device != rows.device:  # statistics live where the inputs are
+            self.lo, self.hi = self.lo.to(rows.device), self.hi.to(rows.device)
+            self.sample = self.sample.to(rows.device)
         self.lo = torch.minimum(self.lo, rows.amin(0))
         self.hi = torch.maximum(self.hi, rows.amax(0))
         self.count += rows.shape[0]

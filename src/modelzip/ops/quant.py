@@ -85,7 +85,8 @@ def ungroup(g: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tenso
 
 def group_counts(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
     """Number of real (unpadded) entries per group: ``[1, groups]``."""
-    ones = torch.ones(1, _as_rows(w).shape[1] if group_size != -1 else w.numel())
+    ones = torch.ones(1, _as_rows(w).shape[1] if group_size != -1 else w.numel(),
+                      device=w.device)
     return grouped(ones, group_size if group_size != -1 else None).sum(-1)
 
 

@@ -1,7 +1,8 @@
 """Calibrated one-shot pruning of transformers: SparseGPT and Wanda.
 
-Both walk the model block by block (``calib.sequential``): each block's Linear layers are
-pruned from statistics of their inputs *as produced by the already-pruned earlier blocks*.
+Both walk the model block by block (:mod:`modelzip.blockwise`): each block's Linear layers
+are pruned from statistics of their inputs *as produced by the already-pruned earlier
+blocks*.
 Wanda scores |W| x ||X_j||_2 and compares weights within each output row (Sun et al. 2023);
 SparseGPT (Frantar & Alistarh 2023) also reconstructs the remaining weights from the
 Hessian (see ``ops/sparsegpt.py``). Both support unstructured sparsity and N:M.
@@ -15,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calib import InputStats, sequential
+from ..batches import take
+from ..blockwise import Method, run
+from ..calib import InputStats, in_features
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ConfigError
 from ..knobs import Knob
@@ -41,7 +44,7 @@ def _is_conv1d(m: nn.Module) -> bool:
 def _weight(m: nn.Module) -> torch.Tensor:
     """The (out, in) weight matrix (Hugging Face Conv1D stores it as (in, out))."""
     w = m.weight.detach().float()
-    return w.t() if _is_conv1d(m) else w
+    return w.t().contiguous() if _is_conv1d(m) else w
 
 
 def _install(m: nn.Module, keep: torch.Tensor, w: torch.Tensor | None = None) -> None:
@@ -49,18 +52,23 @@ def _install(m: nn.Module, keep: torch.Tensor, w: torch.Tensor | None = None) ->
     apply_keep(m, t(keep), None if w is None else t(w))
 
 
-def _run(model: nn.Module, cfg: Config, calib_data: Any, prune_layer: Any,
+def _run(model: nn.Module, cfg: Config, ctx: dict[str, Any], prune_layer: Any,
          hessian: bool) -> None:
-    def fn(group: dict[str, nn.Module], stats: dict[str, InputStats]) -> None:
-        for name, module in group.items():
-            prune_layer(module, stats[name])
+    """``prune_layer(module, stats) -> {"keep": mask[, "weight": w]}`` on every selected
+    layer, block by block; results are (out, in) oriented."""
+    def install(fqn: str, module: nn.Module, res: dict[str, torch.Tensor]) -> None:
+        _install(module, res["keep"], res.get("weight"))
 
-    sequential(model, calib_data, fn, layers=_linear_layers(cfg),
-               max_batches=cfg.max_batches, hessian=hessian)
+    method = Method(new_stats=lambda m: InputStats(in_features(m), hessian),
+                    solve=lambda fqn, m, st: prune_layer(m, st), install=install)
+    data = ctx.get("calib_data")
+    run(model, None if data is None else take(data, cfg.max_batches),
+        dict(_linear_layers(cfg)(model)), method, device=ctx.get("device", "cpu"),
+        checkpoint_dir=ctx.get("checkpoint_dir"), config=cfg.to_dict())
 
 
-def _apply_wanda(model: nn.Module, cfg: Wanda, *, calib_data: Any = None, **_: Any) -> None:
-    def prune_layer(module: nn.Module, st: InputStats) -> None:
+def _apply_wanda(model: nn.Module, cfg: Wanda, **ctx: Any) -> None:
+    def prune_layer(module: nn.Module, st: InputStats) -> dict[str, torch.Tensor]:
         scores = wanda_scores(_weight(module), st.l2_norm)
         if cfg.n:
             keep = nm_mask(scores, cfg.n, cfg.m)
@@ -68,19 +76,19 @@ def _apply_wanda(model: nn.Module, cfg: Wanda, *, calib_data: Any = None, **_: A
             keep = magnitude_masks([scores], cfg.sparsity, "layer")[0]
         else:
             keep = rowwise_mask(scores, cfg.sparsity)
-        _install(module, keep)
+        return {"keep": keep}
 
-    _run(model, cfg, calib_data, prune_layer, hessian=False)
+    _run(model, cfg, ctx, prune_layer, hessian=False)
 
 
-def _apply_sparsegpt(model: nn.Module, cfg: SparseGPT, *, calib_data: Any = None,
-                     **_: Any) -> None:
-    def prune_layer(module: nn.Module, st: InputStats) -> None:
+def _apply_sparsegpt(model: nn.Module, cfg: SparseGPT, **ctx: Any) -> None:
+    def prune_layer(module: nn.Module, st: InputStats) -> dict[str, torch.Tensor]:
         w, keep = sparsegpt(_weight(module), st.hessian, cfg.sparsity, n=cfg.n, m=cfg.m,
                             blocksize=cfg.blocksize, percdamp=cfg.percdamp)
-        _install(module, keep, torch.where(keep, w, torch.zeros_like(w)))
+        w = torch.where(keep, w, torch.zeros_like(w)).to(module.weight.dtype)
+        return {"keep": keep, "weight": w}
 
-    _run(model, cfg, calib_data, prune_layer, hessian=True)
+    _run(model, cfg, ctx, prune_layer, hessian=True)
 
 
 @dataclass

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from ..batches import forward, take
+from ..blockwise import Method, run
+from ..calib import world
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import DataError, UnsupportedModelError
 from ..knobs import Knob
@@ -51,8 +53,7 @@ def observe(model: nn.Module, layers: list[tuple[str, nn.Module]], data: Any,
     stats: dict[str, RangeStats] = {}
     handles = []
     for fqn, m in layers:
-        ch = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-        st = stats[fqn] = RangeStats(ch)
+        st = stats[fqn] = RangeStats(_channels(m))
         handles.append(m.register_forward_pre_hook(
             lambda mod, args, st=st: st.add(_rows(mod, args[0]))))
     try:
@@ -66,6 +67,70 @@ def observe(model: nn.Module, layers: list[tuple[str, nn.Module]], data: Any,
     return stats
 
 
+def _channels(m: nn.Module) -> int:
+    return m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+
+
+class _Ranges(RangeStats):
+    """RangeStats of a layer's input rows, reducible across torch.distributed ranks."""
+
+    def __init__(self, m: nn.Module):
+        super().__init__(_channels(m))
+        self.conv = isinstance(m, nn.Conv2d)
+
+    def add(self, x: torch.Tensor) -> None:  # type: ignore[override]
+        super().add(x.transpose(1, -1).reshape(-1, x.shape[1]) if self.conv
+                    else x.reshape(-1, x.shape[-1]))
+
+    def all_reduce(self, device: Any) -> None:
+        """min/max reduced; the row sample is rank 0's (all ranks then choose alike)."""
+        if world()[1] == 1:
+            return
+        dist = torch.distributed
+        self.lo, self.hi = self.lo.to(device), self.hi.to(device)
+        dist.all_reduce(self.lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(self.hi, op=dist.ReduceOp.MAX)
+        n = torch.tensor([self.sample.shape[0]], device=device)
+        dist.broadcast(n, 0)
+        sample = self.sample.to(device)
+        if sample.shape[0] != int(n):
+            sample = torch.zeros(int(n), self.lo.numel(), device=device)
+        dist.broadcast(sample, 0)
+        self.sample = sample
+
+
+def _calibrated_int8(model: nn.Module, cfg: Int8, layers: list[tuple[str, nn.Module]],
+                     static: bool, ctx: dict[str, Any]) -> None:
+    """Observe each layer's inputs block by block, then swap in its int8 module."""
+    def solve(fqn: str, m: nn.Module, st: RangeStats) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        smooth = None
+        if cfg.smoothquant is not None and isinstance(m, nn.Linear):
+            smooth = out["smooth"] = smooth_scales(st.abs_max, m.weight, cfg.smoothquant)
+        if static:
+            cs = None if smooth is None else 1.0 / smooth
+            lo, hi = choose_range(st, cfg.observer, pct=cfg.percentile, channel_scale=cs)
+            out["act"] = torch.tensor(affine_qparams(lo, hi), dtype=torch.float64)
+        return out
+
+    def install(fqn: str, m: nn.Module, res: dict[str, torch.Tensor]) -> None:
+        if isinstance(m, nn.Linear):
+            new = Int8Linear.from_float(m, static, res.get("smooth"))
+        else:
+            new = Int8Conv2d.from_float(m, static)
+        if static:
+            scale, zero = res["act"].tolist()
+            new.set_activation(scale, int(zero))
+        model.set_submodule(fqn, new)
+
+    data = ctx.get("calib_data")
+    if data is None:
+        raise DataError("Int8 static / smoothquant needs calib_data (batches)")
+    run(model, take(data, cfg.max_batches), dict(layers), Method(_Ranges, solve, install),
+        device=ctx.get("device", "cpu"), checkpoint_dir=ctx.get("checkpoint_dir"),
+        config=cfg.to_dict())
+
+
 def _embeddings_int8(model: nn.Module, cfg: Int8) -> None:
     """Embedding tables: int8 codes per row (a lookup has no activations to quantize)."""
     for _, m in weight_layers(model, cfg):
@@ -76,30 +141,17 @@ def _embeddings_int8(model: nn.Module, cfg: Int8) -> None:
             install_codes(m, "weight", quantize(w, scale, zero, spec), scale, zero, spec)
 
 
-def _apply_int8(model: nn.Module, cfg: Int8, calib_data: Any = None, **_: Any) -> None:
+def _apply_int8(model: nn.Module, cfg: Int8, **ctx: Any) -> None:
     _embeddings_int8(model, cfg)
     layers = [(f, m) for f, m in weight_layers(model, cfg) if _supported(f, m)]
     if any(f == "" for f, _ in layers):
         raise UnsupportedModelError("Int8 cannot replace the root module; wrap it first")
     static = cfg.activations == "static"
-    stats: dict[str, RangeStats] = {}
     if static or cfg.smoothquant is not None:
-        if calib_data is None:
-            raise DataError("Int8 static / smoothquant needs calib_data (batches)")
-        stats = observe(model, layers, calib_data, cfg.max_batches)
+        _calibrated_int8(model, cfg, layers, static, ctx)
+        return
     for fqn, m in layers:
-        smooth = None
-        if cfg.smoothquant is not None and isinstance(m, nn.Linear):
-            smooth = smooth_scales(stats[fqn].abs_max, m.weight, cfg.smoothquant)
-        if isinstance(m, nn.Linear):
-            new = Int8Linear.from_float(m, static, smooth)
-        else:
-            new = Int8Conv2d.from_float(m, static)
-        if static:
-            cs = None if smooth is None else 1.0 / smooth
-            lo, hi = choose_range(stats[fqn], cfg.observer, pct=cfg.percentile,
-                                  channel_scale=cs)
-            new.set_activation(*affine_qparams(lo, hi))
+        new = Int8Linear.from_float(m) if isinstance(m, nn.Linear) else Int8Conv2d.from_float(m)
         model.set_submodule(fqn, new)
 
 

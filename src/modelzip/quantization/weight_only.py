@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calib import InputStats, sequential
+from ..batches import take
+from ..blockwise import Method, run
+from ..calib import InputStats
 from ..config import Config, check_choice, check_int, check_range, register
-from ..errors import ConfigError, UnsupportedModelError
+from ..errors import ConfigError, FormatError, UnsupportedModelError
 from ..knobs import Knob, ladder_from
 from ..ops.awq import awq
 from ..ops.gptq import gptq
@@ -39,7 +41,16 @@ def _affine_weight(module: nn.Module, name: str, meta: dict[str, Any]) -> torch.
         zero = torch.zeros_like(scale)
     w = dequantize(codes, scale, zero, meta["group_size"], binary=bool(meta.get("binary")))
     inscale = getattr(module, f"{name}_inscale", None)
-    return w / inscale if inscale is not None else w
+    w = w / inscale if inscale is not None else w
+    dtype = meta.get("dtype")
+    if dtype is not None:  # a bf16 / fp16 model keeps its dtype
+        if dtype not in _FLOAT_DTYPES:
+            raise FormatError(f"bad weight dtype {dtype!r}")
+        w = w.to(_FLOAT_DTYPES[dtype])
+    return w
+
+
+_FLOAT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def effective_group(cols: int, group_size: int | None) -> int | None:
@@ -64,6 +75,10 @@ def install_codes(module: nn.Module, name: str, codes: torch.Tensor, scale: torc
         tensors["inscale"] = inscale.float()
     meta = {"kind": "affine", "bits": spec.bits, "group_size": spec.group_size,
             "symmetric": spec.symmetric, "binary": spec.binary}
+    old = getattr(module, name, None)
+    dtype = str(old.dtype).removeprefix("torch.") if isinstance(old, torch.Tensor) else ""
+    if dtype in _FLOAT_DTYPES:
+        meta["dtype"] = dtype
     install_reparam(module, name, meta, tensors)
     set_bits(module, f"{name}_codes", spec.bits, spec.signed)
 
@@ -93,45 +108,59 @@ def _rtn(model: nn.Module, cfg: WeightOnly, skip: set[str] = frozenset(), **_: A
         install_codes(module, "weight", codes, scale, zero, spec)
 
 
-def _calibrated(model: nn.Module, cfg: WeightOnly, calib_data: Any,
-                solve: Any) -> None:
-    """Run ``solve(module, spec, stats)`` on every selected Linear, block by block."""
-    def linears(m: nn.Module) -> list[tuple[str, nn.Module]]:
-        return [(f, x) for f, x in weight_layers(m, cfg) if isinstance(x, nn.Linear)]
+def _code_dtype(spec: QSpec) -> torch.dtype:
+    return torch.int8 if spec.signed else torch.uint8
 
-    chosen = linears(model)
-    for fqn, module in chosen:
+
+def _calibrated(model: nn.Module, cfg: WeightOnly, ctx: dict[str, Any], solve: Any) -> None:
+    """Run ``solve(module, spec, stats) -> results`` on every selected Linear, block by
+    block (:mod:`modelzip.blockwise`); other selected layers get RTN."""
+    chosen = {f: m for f, m in weight_layers(model, cfg) if isinstance(m, nn.Linear)}
+    for fqn, module in chosen.items():
         _check_fresh(fqn, module)
 
-    def fn(group: dict[str, nn.Module], stats: dict[str, InputStats]) -> None:
-        for fqn, module in group.items():
-            solve(module, layer_spec(module, cfg), stats[fqn])
+    def install(fqn: str, module: nn.Module, res: dict[str, torch.Tensor]) -> None:
+        install_codes(module, "weight", res["codes"], res["scale"], res.get("zero"),
+                      layer_spec(module, cfg), res.get("inscale"))
 
-    sequential(model, calib_data, fn, layers=linears, max_batches=cfg.max_batches,
-               hessian=True)
-    _rtn(model, cfg, skip={f for f, _ in chosen})
+    method = Method(new_stats=lambda m: InputStats(m.in_features, True),
+                    solve=lambda fqn, m, st: solve(m, layer_spec(m, cfg), st),
+                    install=install)
+    data = ctx.get("calib_data")
+    missing = run(model, None if data is None else take(data, cfg.max_batches), chosen,
+                  method, device=ctx.get("device", "cpu"),
+                  checkpoint_dir=ctx.get("checkpoint_dir"), config=cfg.to_dict())
+    _rtn(model, cfg, skip=set(chosen) - set(missing))
 
 
-def _gptq(model: nn.Module, cfg: WeightOnly, calib_data: Any = None, **_: Any) -> None:
-    def solve(module: nn.Module, spec: QSpec, st: InputStats) -> None:
+def _results(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QSpec,
+             **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = {"codes": codes.to(_code_dtype(spec)), "scale": scale.float(), **extra}
+    if not spec.symmetric:
+        out["zero"] = zero.to(torch.int16)
+    return out
+
+
+def _gptq(model: nn.Module, cfg: WeightOnly, **ctx: Any) -> None:
+    def solve(module: nn.Module, spec: QSpec, st: InputStats) -> dict[str, torch.Tensor]:
         codes, scale, zero = gptq(module.weight.detach(), st.hessian, spec,
                                   blocksize=cfg.blocksize, percdamp=cfg.percdamp,
                                   actorder=cfg.actorder, clip=cfg.clip == "mse")
-        install_codes(module, "weight", codes, scale, zero, spec)
+        return _results(codes, scale, zero, spec)
 
-    _calibrated(model, cfg, calib_data, solve)
+    _calibrated(model, cfg, ctx, solve)
 
 
-def _awq(model: nn.Module, cfg: WeightOnly, calib_data: Any = None, **_: Any) -> None:
-    def solve(module: nn.Module, spec: QSpec, st: InputStats) -> None:
+def _awq(model: nn.Module, cfg: WeightOnly, **ctx: Any) -> None:
+    def solve(module: nn.Module, spec: QSpec, st: InputStats) -> dict[str, torch.Tensor]:
         w = module.weight.detach().float()
         s, ratio = awq(w, st.abs_mean, st.hessian, spec, clip=cfg.clip != "none")
         ws = w * s
         scale, zero = qparams(ws, spec, ratio)
         codes = quantize(ws, scale, zero, spec)
-        install_codes(module, "weight", codes, scale, zero, spec, inscale=s)
+        return _results(codes, scale, zero, spec, inscale=s.float())
 
-    _calibrated(model, cfg, calib_data, solve)
+    _calibrated(model, cfg, ctx, solve)
 
 
 _METHODS = {"rtn": _rtn, "gptq": _gptq, "awq": _awq}

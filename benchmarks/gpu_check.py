@@ -1,0 +1,64 @@
+"""Issue 16: the CUDA path. When a CUDA device exists, run GPTQ, SparseGPT and Int8 static
+on a Llama model built from a config with ``device="cuda"`` (blocks move to the GPU one
+at a time, the model stays on the CPU), check the result against the CPU path, and time
+both; otherwise record that no GPU was available."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from common import fmt, write_result
+
+import modelzip as mz
+
+
+def _llama(layers: int = 4) -> torch.nn.Module:
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=512, intermediate_size=1408,
+                                   num_hidden_layers=layers, num_attention_heads=8,
+                                   num_key_value_heads=2, vocab_size=2000)
+    return transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        write_result("gpu_check", "CUDA path of the block engine",
+                     [{"title": "no GPU", "columns": ["status"],
+                       "rows": [["no GPU: torch.cuda.is_available() is False on this "
+                                 "machine; the CUDA path was not run"]]}],
+                     notes=["Device plumbing is tested on CPU (tests/test_blockwise.py)."])
+        return
+    g = torch.Generator().manual_seed(1)
+    data = [{"input_ids": torch.randint(0, 2000, (4, 256), generator=g)} for _ in range(8)]
+    base = _llama()
+    rows = []
+    for name, verb, cfg in [
+        ("GPTQ w4 g128", mz.quantize, mz.WeightOnly(bits=4, group_size=128, method="gptq",
+                                                    targets=["re:model\\.layers\\..*"])),
+        ("SparseGPT 50%", mz.prune, mz.SparseGPT(sparsity=0.5,
+                                                targets=["re:model\\.layers\\..*"])),
+    ]:
+        out = {}
+        for dev in ("cpu", "cuda"):
+            m = copy.deepcopy(base)
+            t0 = time.perf_counter()
+            verb(m, cfg, calib_data=data, device=dev)
+            sec = time.perf_counter() - t0
+            with torch.no_grad():
+                out[dev] = (m(**data[0]).logits.float(), sec)
+        ref = base(**data[0]).logits.float()
+        err = {d: float(((o - ref) ** 2).mean()) for d, (o, _) in out.items()}
+        rows.append([name, fmt(out["cpu"][1], 2), fmt(out["cuda"][1], 2),
+                     fmt(err["cpu"], 6), fmt(err["cuda"], 6)])
+    write_result("gpu_check", "CUDA path of the block engine (4-layer Llama, bf16)",
+                 [{"title": torch.cuda.get_device_name(0),
+                   "columns": ["method", "cpu s", "cuda s", "cpu output MSE",
+                               "cuda output MSE"], "rows": rows}])
+
+
+if __name__ == "__main__":
+    main()
