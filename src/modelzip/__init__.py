@@ -52,8 +52,10 @@ __all__ += ["pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda",
 
 # --- quantization and clipping (issue 4) ---------------------------------------------
 from .quantization import QAT, Clip, Int8, WeightOnly, convert
+from .quantization import pack_model as pack
+from .quantization import unpack_model as unpack
 
-__all__ += ["WeightOnly", "Int8", "QAT", "Clip", "convert"]
+__all__ += ["WeightOnly", "Int8", "QAT", "Clip", "convert", "pack", "unpack"]
 
 # --- clustering, Huffman, format (issue 5) ---------------------------------------------
 from .clustering import Cluster
