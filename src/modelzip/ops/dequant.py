@@ -1,7 +1,10 @@
-"""Fast dequantization of row-packed integer codes into a reusable float buffer.
+"""Fast dequantization of packed integer codes into a reusable float buffer.
 
-Packed layers keep ``codes`` as uint8 ``[rows, ceil(cols * bits / 8)]`` (LSB first, see
-:func:`modelzip.ops.pack.pack_rows`) and call :func:`dequant_rows` before each matmul.
+Packed layers keep ``codes`` as uint8 ``[rows, cols * slot / 8]`` in a *group-blocked*
+layout: within each quantization group of ``g`` columns, byte ``k`` holds the codes of
+columns ``k, k + g/per, k + 2g/per, ...`` (``per = 8 / slot`` codes per byte, lowest bits
+first). Unpacking is then ``per`` contiguous copies per group instead of strided writes.
+
 The float weight is written into a per-thread scratch buffer that is reused by every
 layer, so that inference allocates (and page-faults) no new weight-sized tensor per call.
 """
@@ -34,46 +37,51 @@ def release_scratch() -> None:
     _LOCAL.__dict__.pop("bufs", None)
 
 
-def unpack_into(codes: torch.Tensor, bits: int, out: torch.Tensor) -> None:
-    """Write the unsigned codes of ``codes`` (uint8 ``[rows, nbytes]``) as floats into
-    ``out`` (``[rows, nbytes * 8 // bits]``, any float dtype)."""
-    per = 8 // bits
-    if per == 1:
-        out.copy_(codes)
-        return
-    o3 = out.view(codes.shape[0], codes.shape[1], per)
-    mask = (1 << bits) - 1
-    for i in range(per):
-        part = codes if i == 0 else torch.bitwise_right_shift(codes, i * bits)
-        if i < per - 1:
-            part = torch.bitwise_and(part, mask)
-        o3[:, :, i].copy_(part)
+def blockable(cols: int, slot: int, group: int) -> bool:
+    """Whether ``cols`` columns in groups of ``group`` fit the blocked layout."""
+    per = 8 // slot
+    return group > 0 and cols % group == 0 and group % per == 0
 
 
-def dequant_rows(codes: torch.Tensor, bits: int, cols: int, scale: torch.Tensor,
-                 shift: torch.Tensor | None, group_size: int | None, binary: bool,
+def pack_blocked(u: torch.Tensor, slot: int, group: int) -> torch.Tensor:
+    """uint8 codes ``[rows, cols]`` (< 2**slot) -> blocked packed ``[rows, cols/per]``."""
+    per = 8 // slot
+    rows, cols = u.shape
+    v = u.to(torch.uint8).reshape(rows, cols // group, per, group // per)
+    out = v[:, :, 0, :].clone()
+    for i in range(1, per):
+        out |= v[:, :, i, :] << (i * slot)
+    return out.reshape(rows, cols // per)
+
+
+def unpack_blocked(codes: torch.Tensor, slot: int, group: int) -> torch.Tensor:
+    """Inverse of :func:`pack_blocked`: uint8 ``[rows, cols]``."""
+    per = 8 // slot
+    rows = codes.shape[0]
+    c = codes.reshape(rows, -1, group // per)
+    mask = (1 << slot) - 1
+    parts = [(c >> (i * slot)) & mask for i in range(per)]
+    return torch.stack(parts, dim=2).reshape(rows, -1)
+
+
+def scaled_codes(codes: torch.Tensor, slot: int, group: int, scale: torch.Tensor,
                  out: torch.Tensor) -> torch.Tensor:
-    """Float weight ``[rows, cols]`` = (code - shift) * scale, written into ``out``.
+    """``code * scale`` as floats ``[rows, cols]`` written into flat buffer ``out``.
 
-    ``scale`` / ``shift``: ``[rows or 1, groups]`` (shift = offset + zero point, None
-    for binary codes, which mean -1/+1). ``out`` is a flat buffer of at least
-    ``rows * nbytes * 8 // bits`` elements. Returns a ``[rows, cols]`` view of it.
-    """
-    rows, width = codes.shape[0], codes.shape[1] * (8 // bits)
-    full = out[: rows * width].view(rows, width)
-    unpack_into(codes, bits, full)
-    w = full[:, :cols] if width != cols else full
-    s = scale.to(out.dtype)
-    if group_size not in (None, -1) and s.shape[1] > 1:
-        g = w.view(rows, -1, group_size)  # callers guarantee cols % group_size == 0
-        if binary:
-            g.mul_(2).sub_(1)
-        else:
-            g.sub_(shift.to(out.dtype).unsqueeze(-1))
-        g.mul_(s.unsqueeze(-1))
-        return w
-    if binary:
-        w.mul_(2).sub_(1)
+    ``scale``: ``[rows or 1, cols / group]``. The caller subtracts the zero point
+    (``shift * scale`` per group) on the activation side, which costs one small matmul
+    instead of another pass over the weight."""
+    per = 8 // slot
+    rows = codes.shape[0]
+    c = codes.reshape(rows, -1, group // per)
+    groups = c.shape[1]
+    full = out[: rows * groups * group].view(rows, groups, per, group // per)
+    if per == 1:
+        full[:, :, 0, :].copy_(c)
     else:
-        w.sub_(shift.to(out.dtype))
-    return w.mul_(s)
+        mask = (1 << slot) - 1
+        for i in range(per):
+            part = c if i == 0 else torch.bitwise_right_shift(c, i * slot)
+            full[:, :, i, :].copy_(part if i == per - 1 else torch.bitwise_and(part, mask))
+    full.mul_(scale.to(out.dtype).reshape(scale.shape[0], groups, 1, 1))
+    return full.view(rows, groups * group)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FormatError
-from ..ops.dequant import dequant_rows, scratch
+from ..ops.dequant import blockable, pack_blocked, scaled_codes, scratch, unpack_blocked
 from ..ops.pack import pack_rows, unpack_rows
 from ..ops.quant import QSpec, dequantize
 from ..state import register_module
@@ -35,14 +35,17 @@ def slot_bits(bits: int) -> int:
 
 
 class PackedBase(nn.Module):
-    """Shared storage of packed layers: ``codes`` (uint8, rows x packed cols),
-    ``weight_scale`` [+ ``weight_zero``, ``weight_inscale``]."""
+    """Shared storage of packed layers: ``codes`` (uint8, rows x packed cols, group-blocked
+    when the shape allows, see :mod:`modelzip.ops.dequant`), ``weight_scale``
+    [+ ``weight_zero``, ``weight_inscale``]."""
 
     def _init_packed(self, rows: int, cols: int, bits: int, group_size: int | None,
                      symmetric: bool, inscale: bool) -> None:
         self.rows, self.cols = rows, cols
         self.spec = QSpec(bits, symmetric, group_size)
         self.slot = slot_bits(bits)
+        self.group = cols if group_size in (None, -1) else group_size
+        self.blocked = blockable(cols, self.slot, self.group)
         groups = 1 if group_size in (None, -1) else -(-cols // group_size)
         srows = 1 if group_size == -1 else rows
         nbytes = -(-cols * self.slot // 8)
@@ -59,9 +62,14 @@ class PackedBase(nn.Module):
     def offset(self) -> int:
         return (1 << (self.spec.bits - 1)) if self.spec.signed else 0
 
+    def _unsigned(self) -> torch.Tensor:
+        if self.blocked:
+            return unpack_blocked(self.codes, self.slot, self.group)
+        return unpack_rows(self.codes, self.slot, self.cols)
+
     def codes_tensor(self) -> torch.Tensor:
         """The integer codes ``[rows, cols]`` as the unpacked layer holds them."""
-        u = unpack_rows(self.codes, self.slot, self.cols).to(torch.int16) - self.offset
+        u = self._unsigned().to(torch.int16) - self.offset
         return u.to(torch.int8 if self.spec.signed else torch.uint8)
 
     def set_codes(self, codes: torch.Tensor) -> None:
@@ -72,18 +80,21 @@ class PackedBase(nn.Module):
         u = codes.to(torch.int16) + self.offset
         if u.numel() and (u.min() < 0 or u.max() >= 1 << self.spec.bits):
             raise FormatError(f"weight codes outside {self.spec.bits} bits")
-        self.codes = pack_rows(u.to(torch.uint8), self.slot).to(self.codes.device)
+        u = u.to(torch.uint8)
+        packed = (pack_blocked(u, self.slot, self.group) if self.blocked
+                  else pack_rows(u, self.slot))
+        self.codes = packed.to(self.codes.device)
 
-    def _shift(self) -> torch.Tensor | None:
-        if self.spec.binary:
-            return None
+    def affine_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b) ``[rows or 1, groups]`` with weight = code * a - b per group."""
+        s = self.weight_scale.to(dtype)
+        if self.spec.binary:  # codes {0, 1} mean -1/+1: 2cs - s
+            return 2 * s, s
+        shift = torch.full_like(s, float(self.offset))
         zero = getattr(self, "weight_zero", None)
-        shift = torch.full_like(self.weight_scale, float(self.offset))
-        return shift + zero.to(shift.dtype) if zero is not None else shift
-
-    def _fast(self) -> bool:
-        g = self.spec.group_size
-        return self.cols % (8 // self.slot) == 0 and (g in (None, -1) or self.cols % g == 0)
+        if zero is not None:
+            shift = shift + zero.to(dtype)
+        return s, shift * s
 
     def dequantized(self) -> torch.Tensor:
         """The float weight ``[rows, cols]``, rebuilt from the codes (a new tensor)."""
@@ -93,22 +104,6 @@ class PackedBase(nn.Module):
                        self.spec.group_size, binary=self.spec.binary)
         inscale = getattr(self, "weight_inscale", None)
         return w / inscale if inscale is not None else w
-
-    def weight_rows(self, r0: int, r1: int, dtype: torch.dtype, reuse: bool) -> torch.Tensor:
-        """Rows ``r0:r1`` of the float weight; ``reuse`` writes them into the shared
-        scratch buffer (valid until the next packed layer runs)."""
-        if not self._fast():
-            return self.dequantized()[r0:r1].to(dtype)
-        n = (r1 - r0) * self.codes.shape[1] * (8 // self.slot)
-        buf = scratch(n, dtype, self.codes.device) if reuse else torch.empty(
-            n, dtype=dtype, device=self.codes.device)
-        srow = slice(r0, r1) if self.weight_scale.shape[0] > 1 else slice(0, 1)
-        shift = self._shift()
-        w = dequant_rows(self.codes[r0:r1], self.slot, self.cols, self.weight_scale[srow],
-                         None if shift is None else shift[srow], self.spec.group_size,
-                         self.spec.binary, buf)
-        inscale = getattr(self, "weight_inscale", None)
-        return w.div_(inscale.to(dtype)) if inscale is not None else w
 
     # the file and state_dict hold the codes unpacked, at their declared width
     def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
@@ -120,11 +115,12 @@ class PackedBase(nn.Module):
                               error_msgs: list) -> None:
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
-        key, legacy = prefix + "weight_codes", prefix + "codes"  # files before v0.x packing
+        key, legacy = prefix + "weight_codes", prefix + "codes"  # older files: row-packed
         if key in state_dict:
             self.set_codes(state_dict[key])
         elif legacy in state_dict and state_dict[legacy].shape == self.codes.shape:
-            self.codes = state_dict[legacy].to(torch.uint8).clone()
+            u = unpack_rows(state_dict[legacy].to(torch.uint8), self.slot, self.cols)
+            self.set_codes(u.to(torch.int16) - self.offset)
         else:
             missing_keys.append(key)
         for k in (key, legacy):
@@ -149,18 +145,29 @@ class PackedLinear(PackedBase):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if not self.blocked:
+            return F.linear(x, self.dequantized().to(x.dtype), bias)
+        inscale = getattr(self, "weight_inscale", None)
+        if inscale is not None:
+            x = x / inscale.to(x.dtype)
+        # weight = code * a - b per group: x W^T = x (code*a)^T - (x summed per group) b^T
+        a, b = self.affine_terms(x.dtype)
+        xg = x.unflatten(-1, (-1, self.group)).sum(-1)
         # the scratch buffer may be reused unless autograd must keep the weight for x's grad
         reuse = not (torch.is_grad_enabled() and x.requires_grad)
         step = max(1, CHUNK // max(1, self.in_features))
-        if step >= self.out_features:
-            w = self.weight_rows(0, self.out_features, x.dtype, reuse)
-            return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
         parts = []
         for r0 in range(0, self.out_features, step):
             r1 = min(self.out_features, r0 + step)
-            b = None if self.bias is None else self.bias[r0:r1].to(x.dtype)
-            parts.append(F.linear(x, self.weight_rows(r0, r1, x.dtype, reuse), b))
-        return torch.cat(parts, dim=-1)
+            rs = slice(r0, r1) if a.shape[0] > 1 else slice(0, 1)
+            n = (r1 - r0) * self.in_features
+            buf = (scratch(n, x.dtype, x.device) if reuse
+                   else torch.empty(n, dtype=x.dtype, device=x.device))
+            w = scaled_codes(self.codes[r0:r1], self.slot, self.group, a[rs], buf)
+            y = F.linear(x, w, None if bias is None else bias[r0:r1])
+            parts.append(y.sub_(xg @ b[rs].t()) if not y.requires_grad else y - xg @ b[rs].t())
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def mz_spec(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FormatError
-from ..ops.dequant import dequant_rows
+from ..ops.dequant import scaled_codes
 from ..state import get_mask, install_reparam, register_module
 from .packed import PackedBase, PackedLinear
 
@@ -29,17 +29,15 @@ class PackedEmbedding(PackedBase):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         flat = idx.reshape(-1)
+        if not self.blocked:
+            return F.embedding(idx, self.dequantized())
+        a, b = self.affine_terms(torch.float32)
+        if a.shape[0] > 1:
+            a, b = a.index_select(0, flat), b.index_select(0, flat)
         codes = self.codes.index_select(0, flat)
-        scale, shift = self.weight_scale, self._shift()
-        if scale.shape[0] > 1:
-            scale = scale.index_select(0, flat)
-            shift = None if shift is None else shift.index_select(0, flat)
-        out = torch.empty(codes.numel() * (8 // self.slot), device=codes.device)
-        if self._fast():
-            w = dequant_rows(codes, self.slot, self.cols, scale, shift, self.spec.group_size,
-                             self.spec.binary, out)
-        else:
-            w = F.embedding(flat, self.dequantized())
+        out = torch.empty(flat.numel() * self.embedding_dim, device=codes.device)
+        w = scaled_codes(codes, self.slot, self.group, a, out)
+        w = w.view(flat.numel(), -1, self.group).sub_(b.unsqueeze(-1))
         return w.reshape(*idx.shape, self.embedding_dim)
 
     def mz_spec(self) -> dict[str, Any]:
