@@ -38,7 +38,10 @@ __all__ = [
 from . import pruning
 from .pruning import (
     NM,
+    Depth,
+    Heads,
     Magnitude,
+    Neurons,
     SparseGPT,
     Structured,
     Wanda,
@@ -47,7 +50,8 @@ from .pruning import (
     prune_until,
 )
 
-__all__ += ["pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda",
+__all__ += ["pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda", "Heads",
+            "Neurons", "Depth",
             "cubic_schedule", "iterative_prune", "prune_until"]
 
 # --- quantization and clipping (issue 4) ---------------------------------------------

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import FormatError, ModelzipError
+from ..pruning.transformer_arch import restore_structure
 from ..zoo import register_arch_kind
 
 AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
@@ -56,7 +57,8 @@ def _from_hf(arch: dict[str, Any]) -> nn.Module:
     try:
         config = tf.AutoConfig.for_model(model_type, **cfg)
         model = getattr(tf, arch["auto_class"]).from_config(config, trust_remote_code=False)
-    except (ValueError, TypeError, KeyError) as exc:
+        restore_structure(model)  # heads/neurons pruned beyond what the config says
+    except (ValueError, TypeError, KeyError, ModelzipError) as exc:
         raise FormatError(f"cannot rebuild Hugging Face model: {exc}") from None
     return model.eval()
 
