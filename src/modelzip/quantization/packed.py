@@ -67,6 +67,16 @@ class PackedBase(nn.Module):
             return unpack_blocked(self.codes, self.slot, self.group)
         return unpack_rows(self.codes, self.slot, self.cols)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float weight, computed on every access (nothing is cached)."""
+        return self.dequantized()
+
+    @property
+    def weight_codes(self) -> torch.Tensor:
+        """The unpacked integer codes (a new tensor; the layer keeps them packed)."""
+        return self.codes_tensor()
+
     def codes_tensor(self) -> torch.Tensor:
         """The integer codes ``[rows, cols]`` as the unpacked layer holds them."""
         u = self._unsigned().to(torch.int16) - self.offset
