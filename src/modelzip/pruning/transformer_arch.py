@@ -29,7 +29,9 @@ FAMILIES = {"bert": "bert", "roberta": "bert", "gpt2": "gpt2", "llama": "llama",
 
 
 def family(model: nn.Module) -> str | None:
-    """"bert", "gpt2", "llama" or None for a model this module does not know."""
+    """"bert", "gpt2", "llama", "tiny" (modelzip's zoo TinyGPT) or None."""
+    if type(model).__name__ == "TinyGPT":
+        return "tiny"
     cfg = getattr(model, "config", None)
     return FAMILIES.get(getattr(cfg, "model_type", None)) if cfg is not None else None
 
@@ -37,6 +39,8 @@ def family(model: nn.Module) -> str | None:
 def block_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
     """(parent, attribute, ModuleList) holding the transformer blocks."""
     fam = family(model)
+    if fam == "tiny":
+        return model, "blocks", model.blocks
     base = getattr(model, "base_model", model)
     parent, attr = {"bert": (getattr(base, "encoder", None), "layer"),
                     "gpt2": (base, "h"), "llama": (base, "layers")}.get(fam, (None, ""))
@@ -125,6 +129,10 @@ class Mlp:
 
 
 def attention(fam: str, block: nn.Module) -> Attn:
+    if fam == "tiny":
+        a = block.attn
+        return Attn(a, [(a.q, 0)], [(a.k, 0), (a.v, 0)], a.proj, a.n_head, a.n_head,
+                    a.head_dim)
     if fam == "bert":
         a = block.attention.self
         hd = a.attention_head_size
@@ -143,6 +151,8 @@ def attention(fam: str, block: nn.Module) -> Attn:
 
 
 def mlp(fam: str, block: nn.Module) -> Mlp:
+    if fam == "tiny":
+        return Mlp([block.mlp.fc], block.mlp.proj, block.mlp.fc.out_features)
     if fam == "bert":
         return Mlp([block.intermediate.dense], block.output.dense,
                    block.intermediate.dense.out_features)
@@ -170,7 +180,9 @@ def cut_heads(fam: str, block: nn.Module, q_heads: torch.Tensor,
     keep_in(at.out, qc)
     h, kv = int(q_heads.numel()), int(kv_heads.numel())
     a = at.module
-    if fam == "bert":
+    if fam == "tiny":  # its extra state records n_head for the file
+        a.n_head = h
+    elif fam == "bert":
         a.num_attention_heads, a.all_head_size = h, h * at.head_dim
     elif fam == "gpt2":
         a.num_heads, a.split_size = h, h * at.head_dim
@@ -202,8 +214,13 @@ def shapes(fam: str, blocks: nn.ModuleList) -> list[dict[str, int]]:
 def update_config(model: nn.Module) -> None:
     """Write the blocks' shapes into ``model.config`` (and the recorded architecture)."""
     fam = family(model)
-    cfg = model.config
     _, _, blocks = block_list(model)
+    arch = getattr(model, "_mz_arch", None)
+    if fam == "tiny":  # sizes travel as layer attributes and extra state; depth as n_layer
+        if isinstance(arch, dict) and isinstance(arch.get("kwargs"), dict):
+            arch["kwargs"]["n_layer"] = len(blocks)
+        return
+    cfg = model.config
     per = shapes(fam, blocks)
     cfg.num_hidden_layers = len(blocks)
     uniform = all(p == per[0] for p in per)
@@ -220,7 +237,6 @@ def update_config(model: nn.Module) -> None:
         cfg.mz_layers = per
     elif hasattr(cfg, "mz_layers"):
         del cfg.mz_layers
-    arch = getattr(model, "_mz_arch", None)
     if isinstance(arch, dict) and arch.get("kind") == "hf":
         arch["config"] = cfg.to_dict()
 
@@ -251,7 +267,7 @@ def remove_blocks(model: nn.Module, drop: list[int]) -> None:
     keep = [i for i in range(len(blocks)) if i not in set(drop)]
     if not keep:
         raise UnsupportedModelError("depth pruning must keep at least one block")
-    cfg: Any = model.config
+    cfg: Any = getattr(model, "config", None)
     if getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
         raise UnsupportedModelError("GPT-2 with scale_attn_by_inverse_layer_idx ties "
                                     "each block to its depth; depth pruning would change it")
