@@ -16,18 +16,18 @@ from common import CACHE, fmt, shakespeare, write_result
 import modelzip as mz
 import modelzip.io.hf  # noqa: F401  (mz.load rebuilds "hf" architectures)
 
-LLAMA = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 8,
-         "num_key_value_heads": 4, "intermediate_size": 344}
-GPT = {"d_model": 128, "n_layer": 4, "n_head": 8}
-TRAIN = {"steps": 300, "lr": 3e-3, "batch_size": 16, "seq_len": 128}
-FT_STEPS, EVAL_BATCHES, CALIB_BATCHES = 20, 6, 4
+LLAMA = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 8,
+         "num_key_value_heads": 4, "intermediate_size": 172}
+GPT = {"d_model": 64, "n_layer": 4, "n_head": 8}
+TRAIN = {"steps": 200, "lr": 3e-3, "batch_size": 16, "seq_len": 64}
+FT_STEPS, EVAL_BATCHES, CALIB_BATCHES = 10, 4, 4
 
 
 def build_llama(vocab: int) -> torch.nn.Module:
     import transformers
 
-    cfg = transformers.LlamaConfig(vocab_size=vocab, max_position_embeddings=128,
-                                   tie_word_embeddings=False, **LLAMA)
+    cfg = transformers.LlamaConfig(vocab_size=vocab, max_position_embeddings=TRAIN["seq_len"],
+                                   tie_word_embeddings=False, **LLAMA)  # 64 positions
     model = transformers.LlamaForCausalLM(cfg)
     model._mz_arch = {"kind": "hf", "auto_class": "AutoModelForCausalLM",
                       "config": model.config.to_dict()}
@@ -101,7 +101,8 @@ def report(rows: list[list], gpt: torch.nn.Module, llama: torch.nn.Module | None
     write_result(
         "prune_transformer",
         "Transformer structured pruning: heads / neurons / depth on Tiny Shakespeare",
-        [{"title": f"perplexity on {EVAL_BATCHES} test batches of 16 x 128 characters; "
+        [{"title": f"perplexity on {EVAL_BATCHES} test batches of 16 x {TRAIN['seq_len']} "
+                   "characters; "
                    f"fine-tune = {FT_STEPS} steps of batch 16 at lr 1e-3; calibration "
                    f"{CALIB_BATCHES} training batches",
           "columns": ["model", "pruned", "ratio", "criterion", "parameters",
@@ -114,12 +115,14 @@ def report(rows: list[list], gpt: torch.nn.Module, llama: torch.nn.Module | None
                  "QLoRA heal.",
                  "FLAP / Wanda-sp (An et al. 2024): activation-aware structured scores "
                  "beat weight magnitude for heads and channels of LLMs."],
-        notes=[f"Both models trained here for {TRAIN['steps']} steps of batch 16 x 128 "
-               f"characters at lr {TRAIN['lr']}: tiny_gpt {GPT} ({params(gpt)} parameters), "
+        notes=[f"Both models trained here for {TRAIN['steps']} steps of batch 16 x "
+               f"{TRAIN['seq_len']} characters at lr {TRAIN['lr']}: tiny_gpt {GPT} "
+               f"({params(gpt)} parameters), "
                f"Llama {LLAMA} ({n_llama} parameters). Far below the 20-50M "
                "parameters the issue names: the 2 CPU cores were shared with a dozen other "
-               "jobs (a 3M-parameter Llama took 5 s per step), so the models are small and "
-               "undertrained; the comparison is between pruning settings on one model.",
+               "jobs (load average 15-18; a 3M-parameter Llama took 5 s per step and a 0.8M "
+               "tiny_gpt did not finish 300 steps in 40 minutes), so the models are tiny "
+               "and undertrained; compare pruning settings within one model only.",
                "Llama heads are pruned as whole KV groups (gqa='groups'): 25% removes 1 of "
                "4 groups with its 2 query heads per block.",
                "The same number of heads / neurons is removed in every block (the config "
