@@ -109,9 +109,14 @@ def test_recluster_and_quantized_layer_refused():
     mz.cluster(m, mz.Cluster(clusters=4, targets=["re:1"]))
     assert m[1].weight_codebook.numel() == 4
     q = mz.zoo.lenet300(in_features=64)
-    mz.quantize(q, mz.WeightOnly(bits=8, group_size=None))
+    mz.quantize(q, mz.WeightOnly(bits=8, group_size=None, packed=False))
     with pytest.raises(mz.UnsupportedModelError):
         mz.cluster(q, mz.Cluster(clusters=4))
+    p = mz.zoo.lenet300(in_features=64)  # packed layers (the default) are not "Linear"
+    mz.quantize(p, mz.WeightOnly(bits=8, group_size=None))
+    codes = p[1].weight_codes
+    mz.cluster(p, mz.Cluster(clusters=4))
+    assert torch.equal(p[1].weight_codes, codes)
 
 
 def test_clustered_file_roundtrip_exact(tmp_path):

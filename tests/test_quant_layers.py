@@ -49,7 +49,7 @@ def test_weight_only_methods_on_tiny_gpt_roundtrip(tmp_path):
         m = copy.deepcopy(model)
         mz.quantize(m, mz.WeightOnly(bits=4, group_size=24, method=method,
                                      targets=["re:blocks.*"]), calib_data=calib)
-        assert "weight_codes" in dict(m.blocks[0].mlp.fc.named_buffers())
+        assert "weight_codes" in m.blocks[0].mlp.fc.state_dict()  # packed by default
         assert isinstance(m.head.weight, torch.nn.Parameter)  # outside the targets
         mz.save(m, tmp_path / f"{method}.mzip")
         loaded = mz.load(tmp_path / f"{method}.mzip")
@@ -64,6 +64,7 @@ def test_packed_linear_matches_reparam_and_is_small():
     mz.quantize(lin, mz.WeightOnly(bits=4, group_size=16, packed=True))
     assert isinstance(lin[0], PackedLinear)
     assert lin[0].codes.dtype == torch.uint8 and lin[0].codes.shape == (8, 20)
+    assert not any(p.dtype.is_floating_point and p.numel() >= 320 for p in lin[0].buffers())
     x = torch.randn(3, 40)
     torch.testing.assert_close(lin(x), ref(x))
 

@@ -26,8 +26,21 @@ from .verbs import apply, clip, cluster, prune, quantize
 
 # methods
 from . import pruning
-from .pruning import NM, Magnitude, SparseGPT, Structured, Wanda, cubic_schedule, iterative_prune
+from .pruning import (
+    NM,
+    Depth,
+    Heads,
+    Magnitude,
+    Neurons,
+    SparseGPT,
+    Structured,
+    Wanda,
+    cubic_schedule,
+    iterative_prune,
+)
 from .quantization import QAT, Clip, Int8, WeightOnly, convert
+from .quantization import pack_model as pack
+from .quantization import unpack_model as unpack
 from .clustering import Cluster
 from .distill import Distillation, distill, distill_recovery
 from . import nas
@@ -63,7 +76,8 @@ __all__ = [
     "ModelzipError", "ConfigError", "DataError", "FormatError", "UnsupportedModelError",
     "BudgetError", "measure", "count_params", "count_macs", "prune", "quantize", "clip",
     "cluster", "apply", "train", "finetune", "accuracy", "perplexity",
-    "pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda", "cubic_schedule",
+    "pruning", "Magnitude", "NM", "SparseGPT", "Structured", "Wanda", "Heads", "Neurons",
+    "Depth", "pack", "unpack", "cubic_schedule",
     "iterative_prune", "WeightOnly", "Int8", "QAT", "Clip", "convert", "Cluster",
     "Distillation", "distill", "distill_recovery", "nas", "search_architecture",
     "SearchSpace", "SearchResult",

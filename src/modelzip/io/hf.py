@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import FormatError, ModelzipError
+from ..pruning.transformer_arch import restore_structure
 
 AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
                 "AutoModelForSequenceClassification")
@@ -82,7 +83,8 @@ def from_record(arch: dict[str, Any]) -> nn.Module:
             model = cls(config)
         else:
             model = cls.from_config(config, trust_remote_code=False)
-    except (ValueError, TypeError, KeyError) as exc:
+        restore_structure(model)  # heads/neurons pruned beyond what the config says
+    except (ValueError, TypeError, KeyError, ModelzipError) as exc:
         raise FormatError(f"cannot rebuild Hugging Face model: {exc}") from None
     return model.eval()
 

@@ -1,4 +1,5 @@
-"""Pruning methods: unstructured magnitude, structured, N:M, SparseGPT, Wanda."""
+"""Pruning methods: unstructured magnitude, structured, N:M, SparseGPT, Wanda, and
+transformer heads / neurons / depth."""
 
 from .magnitude import Magnitude, magnitude_masks
 
@@ -13,3 +14,8 @@ from .nm import NM  # noqa: E402
 from .structured import Structured  # noqa: E402
 
 __all__ += ["NM", "SparseGPT", "Wanda", "Structured"]
+
+from .transformer_arch import restore_structure  # noqa: E402
+from .transformer_prune import Depth, Heads, Neurons  # noqa: E402
+
+__all__ += ["Heads", "Neurons", "Depth", "restore_structure"]

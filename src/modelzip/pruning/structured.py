@@ -6,7 +6,9 @@ inputs, BatchNorm/LayerNorm, depthwise convs, residual additions, concatenations
 flatten-into-Linear), ranks each group's channels by the producing layers' filters
 (L1, L2 or first-order Taylor |sum w*dL/dw|^2) and slices every tensor involved. Attention
 modules with q/k/v/out projections lose whole heads. The result is a plain, smaller
-``nn.Module``: no masks, nothing to export specially.
+``nn.Module``: no masks, nothing to export specially. Hugging Face BERT / GPT-2 / Llama
+models are pruned per block instead (heads and MLP neurons at ``ratio``, see
+``transformer_prune.py``), so that their config still describes them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from .graph import analyse
 from .rules import Rules
 from .spaces import Graph, Layout
 from .surgery import slice_heads, slice_space
+from .transformer_arch import family
+from .transformer_prune import prune_transformer
 
 Scores = dict[str, torch.Tensor]  # module fqn -> per-output-channel importance
 
@@ -126,6 +130,9 @@ def _head_scores(att: nn.Module, rule: Any, criterion: str, grads: Scores | None
 
 def _apply_structured(model: nn.Module, cfg: Structured, *, calib_data: Any = None,
                       example_inputs: Any = None, **_: Any) -> None:
+    if family(model) is not None:  # Hugging Face transformer: heads and MLP neurons
+        prune_transformer(model, cfg, calib_data)
+        return
     if example_inputs is None:
         if calib_data is None:
             raise ModelzipError("Structured pruning traces the model: pass example_inputs= "

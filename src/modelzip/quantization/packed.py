@@ -1,6 +1,16 @@
-"""PackedLinear: a weight-only quantized Linear that keeps its codes packed in memory
-(two 4-bit codes per byte, four 2-bit, eight 1-bit) and dequantizes them group by group
-at every forward, so that resident weight memory is the packed size, not fp32."""
+"""Packed weight-only layers: integer codes stay packed in memory (two 4-bit codes per
+byte, four 2-bit, eight 1-bit; 3-bit codes use 4-bit slots, 5-7 bit codes one byte) and
+are dequantized layer by layer at every forward into a per-thread scratch buffer that all
+layers share, so resident weight memory is the packed size, not fp32.
+
+This is the default representation of a weight-only quantized Linear or Embedding
+(``mz.WeightOnly(packed=True)``). :func:`unpack_model` turns packed layers back into
+plain layers with an fp32 weight cache (fastest, about 1.25x the fp32 model's memory at 4
+bits); :func:`pack_model` does the reverse, e.g. for a model loaded from an older file.
+
+The state dict is the same as the unpacked layer's (``weight_codes`` at their true width,
+``weight_scale`` ...), so files do not depend on the in-memory layout.
+"""
 
 from __future__ import annotations
 
@@ -11,60 +21,173 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FormatError
+from ..ops.dequant import blockable, pack_blocked, scaled_codes, scratch, unpack_blocked
 from ..ops.pack import pack_rows, unpack_rows
 from ..ops.quant import QSpec, dequantize
 from ..state import register_module
 
+CHUNK = 1 << 22  # elements of weight dequantized at once (16 MiB in fp32)
 
-@register_module
-class PackedLinear(nn.Module):
-    """y = x W^T + b with W = (codes - offset - zero) * scale [/ inscale], unpacked on
-    the fly. Codes are unsigned (signed codes are offset by 2^(bits-1))."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int,
-                 group_size: int | None, symmetric: bool = True, inscale: bool = False):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+def slot_bits(bits: int) -> int:
+    """The in-memory width of a ``bits``-wide code (1, 2, 4 or 8)."""
+    return next(b for b in (1, 2, 4, 8) if b >= bits)
+
+
+class PackedBase(nn.Module):
+    """Shared storage of packed layers: ``codes`` (uint8, rows x packed cols, group-blocked
+    when the shape allows, see :mod:`modelzip.ops.dequant`), ``weight_scale``
+    [+ ``weight_zero``, ``weight_inscale``]."""
+
+    def _init_packed(self, rows: int, cols: int, bits: int, group_size: int | None,
+                     symmetric: bool, inscale: bool) -> None:
+        self.rows, self.cols = rows, cols
         self.spec = QSpec(bits, symmetric, group_size)
-        groups = 1 if group_size in (None, -1) else -(-in_features // group_size)
-        rows = 1 if group_size == -1 else out_features
-        nbytes = -(-in_features * bits // 8)
-        self.register_buffer("codes", torch.zeros(out_features, nbytes, dtype=torch.uint8))
-        self.register_buffer("weight_scale", torch.ones(rows, groups))
+        self.slot = slot_bits(bits)
+        self.group = cols if group_size in (None, -1) else group_size
+        self.blocked = blockable(cols, self.slot, self.group)
+        groups = 1 if group_size in (None, -1) else -(-cols // group_size)
+        srows = 1 if group_size == -1 else rows
+        nbytes = -(-cols * self.slot // 8)
+        self.register_buffer("codes", torch.zeros(rows, nbytes, dtype=torch.uint8),
+                             persistent=False)
+        self.register_buffer("weight_scale", torch.ones(srows, groups))
         if not symmetric:
-            self.register_buffer("weight_zero", torch.zeros(rows, groups, dtype=torch.int16))
+            self.register_buffer("weight_zero", torch.zeros(srows, groups, dtype=torch.int16))
         if inscale:
-            self.register_buffer("weight_inscale", torch.ones(in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+            self.register_buffer("weight_inscale", torch.ones(cols))
+        self._mz_bits = {"weight_codes": (bits, self.spec.signed)}
 
     @property
     def offset(self) -> int:
         return (1 << (self.spec.bits - 1)) if self.spec.signed else 0
 
+    def _unsigned(self) -> torch.Tensor:
+        if self.blocked:
+            return unpack_blocked(self.codes, self.slot, self.group)
+        return unpack_rows(self.codes, self.slot, self.cols)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float weight, computed on every access (nothing is cached)."""
+        return self.dequantized()
+
+    @property
+    def weight_codes(self) -> torch.Tensor:
+        """The unpacked integer codes (a new tensor; the layer keeps them packed)."""
+        return self.codes_tensor()
+
+    def codes_tensor(self) -> torch.Tensor:
+        """The integer codes ``[rows, cols]`` as the unpacked layer holds them."""
+        u = self._unsigned().to(torch.int16) - self.offset
+        return u.to(torch.int8 if self.spec.signed else torch.uint8)
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """Pack integer ``codes`` ``[rows, cols]`` (signed or not, as the spec says)."""
+        if tuple(codes.shape) != (self.rows, self.cols):
+            raise FormatError(f"weight codes of shape {tuple(codes.shape)}, expected "
+                              f"{(self.rows, self.cols)}")
+        u = codes.to(torch.int16) + self.offset
+        if u.numel() and (u.min() < 0 or u.max() >= 1 << self.spec.bits):
+            raise FormatError(f"weight codes outside {self.spec.bits} bits")
+        u = u.to(torch.uint8)
+        packed = (pack_blocked(u, self.slot, self.group) if self.blocked
+                  else pack_rows(u, self.slot))
+        self.codes = packed.to(self.codes.device)
+
+    def affine_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b) ``[rows or 1, groups]`` with weight = code * a - b per group."""
+        s = self.weight_scale.to(dtype)
+        if self.spec.binary:  # codes {0, 1} mean -1/+1: 2cs - s
+            return 2 * s, s
+        shift = torch.full_like(s, float(self.offset))
+        zero = getattr(self, "weight_zero", None)
+        if zero is not None:
+            shift = shift + zero.to(dtype)
+        return s, shift * s
+
     def dequantized(self) -> torch.Tensor:
-        """The float weight, rebuilt from the packed codes (not cached)."""
-        u = unpack_rows(self.codes, self.spec.bits, self.in_features).to(torch.int16)
+        """The float weight ``[rows, cols]``, rebuilt from the codes (a new tensor)."""
         zero = getattr(self, "weight_zero", None)
         zero = torch.zeros_like(self.weight_scale) if zero is None else zero
-        w = dequantize(u - self.offset, self.weight_scale, zero, self.spec.group_size,
-                       binary=self.spec.binary)
+        w = dequantize(self.codes_tensor().to(torch.int16), self.weight_scale, zero,
+                       self.spec.group_size, binary=self.spec.binary)
         inscale = getattr(self, "weight_inscale", None)
         return w / inscale if inscale is not None else w
 
+    # the file and state_dict hold the codes unpacked, at their declared width
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight_codes"] = self.codes_tensor()
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, local_metadata: Any,
+                              strict: bool, missing_keys: list, unexpected_keys: list,
+                              error_msgs: list) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+        key, legacy = prefix + "weight_codes", prefix + "codes"  # older files: row-packed
+        if key in state_dict:
+            self.set_codes(state_dict[key])
+        elif legacy in state_dict and state_dict[legacy].shape == self.codes.shape:
+            u = unpack_rows(state_dict[legacy].to(torch.uint8), self.slot, self.cols)
+            self.set_codes(u.to(torch.int16) - self.offset)
+        else:
+            missing_keys.append(key)
+        for k in (key, legacy):
+            if k in unexpected_keys:
+                unexpected_keys.remove(k)
+
+    def _spec_common(self) -> dict[str, Any]:
+        return {"bits": self.spec.bits, "group_size": self.spec.group_size,
+                "symmetric": self.spec.symmetric}
+
+
+@register_module
+class PackedLinear(PackedBase):
+    """y = x W^T + b with W = (codes - offset - zero) * scale [/ inscale], dequantized on
+    the fly (in row chunks of at most ``CHUNK`` weights) into a shared scratch buffer."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int,
+                 group_size: int | None, symmetric: bool = True, inscale: bool = False):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._init_packed(out_features, in_features, bits, group_size, symmetric, inscale)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dequantized().to(x.dtype), self.bias)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if not self.blocked:
+            return F.linear(x, self.dequantized().to(x.dtype), bias)
+        inscale = getattr(self, "weight_inscale", None)
+        if inscale is not None:
+            x = x / inscale.to(x.dtype)
+        # weight = code * a - b per group: x W^T = x (code*a)^T - (x summed per group) b^T
+        a, b = self.affine_terms(x.dtype)
+        xg = x.unflatten(-1, (-1, self.group)).sum(-1)
+        # the scratch buffer may be reused unless autograd must keep the weight for x's grad
+        reuse = not (torch.is_grad_enabled() and x.requires_grad)
+        step = max(1, CHUNK // max(1, self.in_features))
+        parts = []
+        for r0 in range(0, self.out_features, step):
+            r1 = min(self.out_features, r0 + step)
+            rs = slice(r0, r1) if a.shape[0] > 1 else slice(0, 1)
+            n = (r1 - r0) * self.in_features
+            buf = (scratch(n, x.dtype, x.device) if reuse
+                   else torch.empty(n, dtype=x.dtype, device=x.device))
+            w = scaled_codes(self.codes[r0:r1], self.slot, self.group, a[rs], buf)
+            y = F.linear(x, w, None if bias is None else bias[r0:r1])
+            parts.append(y.sub_(xg @ b[rs].t()) if not y.requires_grad else y - xg @ b[rs].t())
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def mz_spec(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "bits": self.spec.bits,
-                "group_size": self.spec.group_size, "symmetric": self.spec.symmetric,
-                "inscale": hasattr(self, "weight_inscale")}
+                "bias": self.bias is not None, "inscale": hasattr(self, "weight_inscale"),
+                **self._spec_common()}
 
     @classmethod
     def mz_from_spec(cls, spec: dict[str, Any]) -> PackedLinear:
         try:
-            ok = spec["bits"] in (1, 2, 4, 8) and spec["in_features"] > 0
-            if ok:
+            if spec["bits"] in range(1, 9) and spec["in_features"] > 0:
                 return cls(int(spec["in_features"]), int(spec["out_features"]),
                            bool(spec["bias"]), int(spec["bits"]), spec["group_size"],
                            bool(spec["symmetric"]), bool(spec["inscale"]))
@@ -80,27 +203,4 @@ class PackedLinear(nn.Module):
                 f"group={self.spec.group_size}")
 
 
-def from_reparam(module: nn.Linear) -> PackedLinear:
-    """A PackedLinear holding the same codes as a weight-only quantized nn.Linear."""
-    meta = module._mz_reparam["weight"]
-    new = PackedLinear(module.in_features, module.out_features, module.bias is not None,
-                       meta["bits"], meta["group_size"], meta["symmetric"],
-                       hasattr(module, "weight_inscale"))
-    u = module.weight_codes.to(torch.int16) + new.offset
-    new.codes.copy_(pack_rows(u.to(torch.uint8), meta["bits"]))
-    new.weight_scale.copy_(module.weight_scale)
-    for key in ("weight_zero", "weight_inscale"):
-        if hasattr(new, key):
-            getattr(new, key).copy_(getattr(module, key))
-    if module.bias is not None:
-        new.bias.data.copy_(module.bias.detach())
-    return new
-
-
-def pack_layers(model: nn.Module, fqns: list[str]) -> None:
-    """Swap the weight-only quantized nn.Linear layers among ``fqns`` for PackedLinear."""
-    for fqn in fqns:
-        m = model.get_submodule(fqn)
-        if (type(m) is nn.Linear and fqn and
-                getattr(m, "_mz_reparam", {}).get("weight", {}).get("kind") == "affine"):
-            model.set_submodule(fqn, from_reparam(m))
+__all__ = ["PackedBase", "PackedLinear", "slot_bits", "CHUNK"]
