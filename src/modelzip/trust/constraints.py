@@ -148,4 +148,4 @@ def add_constraint_args(parser: Any) -> None:
     """``--max-class-drop``, ``--min-agreement``, ... (one per rule) on an argparse parser."""
     for name, rule in RULES.items():
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None,
-                            dest=name, help=f"constraint: {rule.help}")
+                            dest=name, help="constraint: " + rule.help.replace("%", "%%"))
