@@ -23,6 +23,7 @@ from torch import nn
 from ..batches import forward, take
 from ..config import Config, check_choice, check_int, check_range, register
 from ..errors import ConfigError, ModelzipError, UnsupportedModelError
+from ..knobs import Knob
 from ..select import select
 from . import criteria
 from .transformer_arch import (
@@ -263,6 +264,9 @@ class Heads(Config):
         _validate_common(self)
         check_choice(self, "gqa", ("groups", "queries"))
 
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        return Knob("ratio", 0.0, max(0.9, self.ratio))
+
 
 @register(_apply_neurons)
 @dataclass
@@ -280,6 +284,9 @@ class Neurons(Config):
 
     def validate(self) -> None:
         _validate_common(self)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        return Knob("ratio", 0.0, max(0.9, self.ratio))
 
 
 @register(_apply_depth)
@@ -307,6 +314,12 @@ class Depth(Config):
             check_range(self, "ratio", 0.0, 1.0, hi_open=True)
         check_choice(self, "contiguous", (True, False))
         check_int(self, "max_batches", 1)
+
+    def knob(self, model: nn.Module | None = None) -> Knob | None:
+        """``ratio`` 0 -> 0.9, or a ladder of block counts from 1 up to ``blocks``."""
+        if self.ratio is not None:
+            return Knob("ratio", 0.0, max(0.9, self.ratio))
+        return Knob("blocks", 1, self.blocks, tuple(range(1, self.blocks + 1)))
 
 
 __all__ = ["Heads", "Neurons", "Depth", "prune_heads", "prune_neurons",
