@@ -126,7 +126,8 @@ def _decode_entry(e: dict[str, Any], shape: tuple[int, ...], n: int, dtype: torc
     if codec == "masked":
         fqn, name = split_key(e["key"])
         mask = out.get(f"{fqn}.{mask_name(name)}" if fqn else mask_name(name))
-        need(mask is not None and mask.numel() == n, f"mask of {e['key']!r} missing or wrong")
+        need(mask is not None and mask.dtype == torch.bool and mask.numel() == n,
+             f"mask of {e['key']!r} missing or wrong")
         mask = mask.reshape(shape)
         vals, width = _decode_values(e.get("values"), int(torch.count_nonzero(mask)), dtype, rd)
         return torch.zeros(shape, dtype=dtype).masked_scatter_(mask, vals), width
