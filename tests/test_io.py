@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import modelzip as mz
-from modelzip.errors import WriteError
 from modelzip.cli import main as cli_main
+from modelzip.errors import WriteError
 from modelzip.io import safetensors_io as stio
 from modelzip.io.inspect import layer_table, stream_symbols
 from modelzip.io.mzip import read_contents

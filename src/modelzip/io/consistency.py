@@ -11,6 +11,7 @@ must fail at load with FormatError, not later inside ``forward``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -89,23 +90,43 @@ def _runs(model: nn.Module, x: torch.Tensor) -> bool:
         return False
 
 
+_ACCEPTED: dict[str, int] = {}  # arch record -> index of the input it accepts (-1: none)
+
+
+def _accepted(reference: nn.Module, arch: Any, inputs: list[torch.Tensor]) -> int:
+    """Index of the first input the reference accepts (cached per record: the meta-device
+    forward costs tens of milliseconds)."""
+    try:
+        key = json.dumps(arch, sort_keys=True)
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in _ACCEPTED:
+        return _ACCEPTED[key]
+    found = next((i for i, x in enumerate(inputs) if _runs(reference, x.to("meta"))), -1)
+    if key is not None and len(key) < 1 << 16:
+        if len(_ACCEPTED) > 256:
+            _ACCEPTED.clear()
+        _ACCEPTED[key] = found
+    return found
+
+
 def check_forward(model: nn.Module, arch: Any, reference: nn.Module | None) -> None:
     """Run one tiny input through the loaded model, if the recorded architecture (the
     meta-device ``reference``) accepts it; a failure means the file is inconsistent."""
     if reference is None:
         return
-    for x in _candidates(reference, arch):
-        if not _runs(reference, x.to("meta")):
-            continue
-        training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                model(x)
-        except (*_ERRORS, ModelzipError) as exc:
-            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise FormatError(f"the loaded model fails on a {list(x.shape)} input that its "
-                              f"architecture accepts: {msg}") from None
-        finally:
-            model.train(training)
+    inputs = _candidates(reference, arch)
+    i = _accepted(reference, arch, inputs)
+    if i < 0:
         return
+    x, training = inputs[i], model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except (*_ERRORS, ModelzipError) as exc:
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise FormatError(f"the loaded model fails on a {list(x.shape)} input that its "
+                          f"architecture accepts: {msg}") from None
+    finally:
+        model.train(training)

@@ -169,6 +169,28 @@ def _bounded_model(manifest: dict[str, Any], model: nn.Module | None, size: int,
         raise FormatError(f"cannot build the recorded architecture: {exc}"[:300]) from None
 
 
+def validate(contents: Contents) -> None:
+    """Every check :func:`restore` makes that needs no model (for ``inspect``): the
+    recorded architecture and layer specs sized on the meta device, the declared elements
+    bounded by them, and every tensor decoded and checked. Factory code is never run."""
+    manifest = contents.manifest
+    arch = manifest.get("arch")
+    if isinstance(arch, dict) and arch.get("kind") in PROBED:
+        _, _, elements = _bounded_model(manifest, None, contents.size, False)
+        if manifest.get("version") != 1:
+            check_declared(manifest, elements)
+    else:
+        need(arch is None or (isinstance(arch, dict) and arch.get("kind") in
+                              arch_records.kinds()), "bad architecture record")
+        try:
+            _probe_specs(manifest, arch_limit(contents.size))
+        except ModelzipError:
+            raise
+        except _BUILD_ERRORS as exc:
+            raise FormatError(f"bad layer spec: {exc}"[:300]) from None
+    decode_tensors(manifest, contents.streams)
+
+
 def build_model(arch: Any, stored: int, trust_code: bool = False) -> nn.Module:
     """The recorded architecture, refused when it holds far more elements than a file of
     ``stored`` elements/bytes can describe (built on the meta device first)."""
