@@ -74,14 +74,14 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     earlier saves to the same path whose process died (a kill mid-save) are removed.
     """
     path = Path(path)
-    if path.is_dir():
-        raise WriteError(f"cannot write {path}: it is a directory")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise WriteError(f"cannot write {path}: folder {folder} does not exist")
-    clean_stale(path)
     tmp = None
     try:
+        if path.is_dir():
+            raise WriteError(f"cannot write {path}: it is a directory")
+        if not folder.is_dir():
+            raise WriteError(f"cannot write {path}: folder {folder} does not exist")
+        clean_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{os.getpid()}-",
                                    suffix=TMP_SUFFIX, dir=folder)
         try:
@@ -94,6 +94,8 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
         tmp = None
+    except WriteError:
+        raise
     except OSError as exc:
         raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
