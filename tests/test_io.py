@@ -11,6 +11,7 @@ from torch import nn
 
 import modelzip as mz
 from modelzip.cli import main as cli_main
+from modelzip.errors import WriteError
 from modelzip.io import safetensors_io as stio
 from modelzip.io.inspect import layer_table, stream_symbols
 from modelzip.io.mzip import read_contents
@@ -127,7 +128,7 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
         mz.save(Bad(), p)
     assert p.read_bytes() == first
     assert os.listdir(tmp_path) == ["m.mzip"]
-    with pytest.raises(mz.FormatError):
+    with pytest.raises(WriteError):
         mz.save(_compressed(), tmp_path / "missing-dir" / "m.mzip")
 
 

@@ -30,3 +30,7 @@ class UnsupportedModelError(ModelzipError):
 
 class BudgetError(ModelzipError):
     """An accuracy or resource requirement cannot be met."""
+
+
+class WriteError(ModelzipError, OSError):
+    """A file could not be written (full disk, read-only folder, name too long...)."""

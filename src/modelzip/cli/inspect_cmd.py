@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from ..io.arch import describe
-from ..io.inspect import layer_table
+from ..io.inspect import checked_layer_table
 from ..io.mzip import read_contents
 from .common import add_json, emit
 
@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: Any) -> int:
     contents = read_contents(args.file)
-    rows, totals = layer_table(contents)
+    rows, totals = checked_layer_table(contents)  # validated as load validates
     manifest = contents.manifest
     table = Table(title=f"{args.file}  (format v{manifest['version']})")
     for c in COLUMNS:

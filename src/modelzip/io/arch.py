@@ -70,7 +70,26 @@ def build(arch: Any, *, trust_code: bool = False) -> nn.Module:
         raise FormatError(f"unknown architecture record {str(arch)[:80]!r}")
     if arch["kind"] == FACTORY:
         return _from_factory_record(arch, trust_code)
+    if arch["kind"] == "nas":
+        _check_nas_choices(arch.get("space"))
     return builder_module(arch["kind"]).from_record(arch)
+
+
+MAX_CHOICE, MAX_CHOICES = 1 << 16, 4096
+
+
+def _check_nas_choices(space: Any) -> None:
+    """A NAS space expands per-layer choices ``max(depth)`` times before anything is built,
+    so a record with depth choice 2**31 would loop for minutes: bound the choice lists
+    (every integer <= MAX_CHOICE, at most MAX_CHOICES values in all) first."""
+    choices = space.get("choices") if isinstance(space, dict) else None
+    if not isinstance(choices, dict):
+        return  # the builder reports the malformed record
+    values = [v for vs in choices.values() if isinstance(vs, list) for v in vs]
+    if len(values) > MAX_CHOICES or any(
+            isinstance(v, int) and not isinstance(v, bool) and v > MAX_CHOICE for v in values):
+        raise FormatError(f"nas architecture record: choices over {MAX_CHOICE:,} or more "
+                          f"than {MAX_CHOICES:,} values")
 
 
 def check_factory(spec: Any) -> str:

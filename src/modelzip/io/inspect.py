@@ -12,8 +12,10 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from ..errors import FormatError
 from ..ops.pack import packed_nbytes
 from .manifest import Contents, split_key
+from .restore import validate
 
 WEIGHT_NAMES = ("weight",)
 
@@ -44,6 +46,16 @@ def _v1_bits(e: dict[str, Any]) -> list[tuple[int, int]]:
         if isinstance(ref, dict):
             out.append((8 * ref["raw_len"], 8 * ref["len"]))
     return out
+
+
+def checked_layer_table(c: Contents) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`layer_table` of a file that passes every check ``load`` makes (restore.validate),
+    so that a file ``load`` rejects gives the same FormatError, never a crash."""
+    validate(c)
+    try:
+        return layer_table(c)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise FormatError(f"inconsistent manifest: {type(exc).__name__}: {exc}"[:200]) from None
 
 
 def layer_table(c: Contents) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -20,10 +20,15 @@ def _need(cond: bool, msg: str) -> None:
         raise FormatError(msg)
 
 
+def _lookup(table: dict[str, Any], name: Any) -> Any:
+    """``table[name]`` for a string name, None for anything else (a dict is unhashable)."""
+    return table.get(name) if isinstance(name, str) else None
+
+
 def parse_manifest(text: str) -> dict[str, Any]:
     try:
         manifest = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         raise FormatError("manifest is not valid JSON") from None
     _need(isinstance(manifest, dict) and manifest.get("version") == 1, "bad v1 manifest")
     return manifest
@@ -48,7 +53,7 @@ def _values(v: Any, n: int, dtype: torch.dtype, streams: dict[str, bytes], used:
     _need(isinstance(v, dict), "bad value encoding")
     raw = _stream(streams, v.get("data"), used)
     if v.get("codec") == "dense":
-        store = dtypes.get(v.get("store"))
+        store = _lookup(dtypes, v.get("store"))
         _need(store is not None and store.is_floating_point, "bad dense storage dtype")
         _need(len(raw) == n * store.itemsize, "dense stream has the wrong size")
         t = torch.frombuffer(bytearray(raw), dtype=store) if n else torch.empty(0, dtype=store)
@@ -89,7 +94,7 @@ def decode_tensors(manifest: dict[str, Any], streams: dict[str, bytes],
         _need(isinstance(e, dict) and isinstance(e.get("key"), str), "bad tensor entry")
         key = e["key"]
         _need(key not in out, f"tensor {key!r} appears twice")
-        dtype = dtypes.get(e.get("dtype"))
+        dtype = _lookup(dtypes, e.get("dtype"))
         _need(dtype is not None, f"bad dtype for {key!r}")
         shape, n = shape_of(e.get("shape"), key)
         codec, width = e.get("codec"), None
@@ -98,8 +103,9 @@ def decode_tensors(manifest: dict[str, Any], streams: dict[str, bytes],
             raw = _stream(streams, e.get("data"), used)
             t = torch.from_numpy(decode_pattern(e["pattern"], raw, n))
         elif codec == "masked":
-            mask = out.get(e.get("mask"))
-            _need(mask is not None and mask.numel() == n, f"mask of {key!r} missing or wrong")
+            mask = _lookup(out, e.get("mask"))
+            _need(mask is not None and mask.dtype == torch.bool and mask.numel() == n,
+                  f"mask of {key!r} missing or wrong")
             mask = mask.reshape(shape)
             vals, width = _values(e.get("values"), int(mask.sum()), dtype, streams, used, dtypes)
             t = torch.zeros(shape, dtype=dtype)

@@ -25,6 +25,7 @@ from . import safetensors_io as stio
 FORMAT, VERSION = "modelzip", 2
 MAX_NUMEL = 1 << 34
 MAX_MANIFEST = 64 << 20
+MAX_NODES, MAX_DEPTH = 1 << 21, 64  # what the writer accepts in a manifest
 # re-parametrisations computed only from their own tensors and mask: their value at
 # install time is final, so loading neither copies their tensors again nor recomputes them
 SELF_CONTAINED = ("codebook", "affine")
@@ -102,12 +103,34 @@ class Contents:
         self.manifest, self.streams, self.size = manifest, streams, size
 
 
+def check_json_bounds(obj: Any, what: str = "manifest") -> None:
+    """Refuse a value the reader would refuse, before serialising it: more than MAX_NODES
+    nodes (shared references, e.g. a YAML alias bomb, count every time they are reached,
+    so the walk stops early instead of expanding them) or nesting deeper than MAX_DEPTH."""
+    stack, nodes = [(obj, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            raise ModelzipError(f"{what} is too large or too deeply nested to store "
+                                f"(limits: {MAX_NODES:,} values, depth {MAX_DEPTH})")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            nodes += len(node)
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def pack(manifest: dict[str, Any], streams: list[bytes]) -> bytes:
-    """The bytes of a version-2 file holding ``manifest`` and ``streams``."""
+    """The bytes of a version-2 file holding ``manifest`` and ``streams``; refuses what
+    the reader would refuse (node count, depth, huge integers, inflated size)."""
+    check_json_bounds(manifest)
     try:
         text = json.dumps(manifest, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ModelzipError(f"model metadata is not JSON-serialisable: {exc}") from None
+    if len(text.encode()) > MAX_MANIFEST:
+        raise ModelzipError(f"model metadata is over {MAX_MANIFEST >> 20} MiB")
     packed = zlib.compress(text.encode(), 9)
     meta = {"format": FORMAT, "version": str(VERSION), "manifest_crc32": str(zlib.crc32(packed))}
     return stio.dumps({"manifest": packed, "data": b"".join(streams)}, meta)
@@ -153,7 +176,7 @@ def _inflate(packed: bytes) -> str:
 def _parse_json(text: str) -> dict[str, Any]:
     try:
         manifest = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # incl. integers over 4,300 digits
         raise FormatError("manifest is not valid JSON") from None
     need(isinstance(manifest, dict), "manifest is not an object")
     return manifest

@@ -96,9 +96,12 @@ def _decode_values(v: Any, n: int, dtype: torch.dtype, rd: StreamReader
         bits, signed = v.get("bits"), v.get("signed", False)
         need(is_int(bits) and 1 <= bits <= 32 and isinstance(signed, bool),
              "bad integer code width")
-        codes = rd.symbols(v.get("data"), bits, n).astype(np.int64, copy=False)
+        # the narrowest signed type that holds the codes: no full-size int64 intermediate
+        kind = np.int8 if bits < 8 else np.int16 if bits < 16 else np.int32 if bits < 32 \
+            else np.int64
+        codes = rd.symbols(v.get("data"), bits, n).astype(kind, copy=False)
         if signed:
-            codes = codes - (1 << (bits - 1))
+            codes = codes - kind(1 << (bits - 1))
         return legacy_v1.codes_tensor(codes, dtype), (bits, signed)
     raise FormatError(f"unknown value codec {v.get('codec')!r}")
 
@@ -126,7 +129,8 @@ def _decode_entry(e: dict[str, Any], shape: tuple[int, ...], n: int, dtype: torc
     if codec == "masked":
         fqn, name = split_key(e["key"])
         mask = out.get(f"{fqn}.{mask_name(name)}" if fqn else mask_name(name))
-        need(mask is not None and mask.numel() == n, f"mask of {e['key']!r} missing or wrong")
+        need(mask is not None and mask.dtype == torch.bool and mask.numel() == n,
+             f"mask of {e['key']!r} missing or wrong")
         mask = mask.reshape(shape)
         vals, width = _decode_values(e.get("values"), int(torch.count_nonzero(mask)), dtype, rd)
         return torch.zeros(shape, dtype=dtype).masked_scatter_(mask, vals), width

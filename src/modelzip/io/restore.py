@@ -17,13 +17,16 @@ from torch import nn
 from .. import state
 from ..errors import FormatError, ModelzipError
 from . import arch as arch_records
+from .bounds import arch_limit, bounded_build, check_declared, numel
+from .consistency import check_consistent, check_forward
 from .manifest import MAX_NUMEL, SELF_CONTAINED, SHAPE_ATTRS, Contents, need, split_key
 from .reader import decode_tensors
 
 # kinds built once on the meta device first, to bound their size by the file's (a factory
 # is not: that would run user code twice)
 PROBED = ("zoo", "nas", "hf")
-_FIT_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError)
+_BUILD_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+                 ArithmeticError, MemoryError, NotImplementedError, AssertionError)
 
 
 def _submodule(model: nn.Module, fqn: str) -> nn.Module:
@@ -121,40 +124,111 @@ def _resize(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
             m._buffers[name] = torch.empty_like(t)
 
 
+def _probe(build: Any, limit: int, what: str) -> nn.Module:
+    """What ``build()`` makes, on the meta device (no memory), stopped as soon as it
+    passes ``limit`` elements (see bounds.py)."""
+    with torch.device("meta"), bounded_build(limit, what):
+        return build()
+
+
+def _probe_specs(manifest: dict[str, Any], limit: int) -> int:
+    """Build every compressed module the file names on the meta device first: a spec
+    asking for a huge (or impossible, e.g. group size 0) layer fails before allocating."""
+    total = 0
+    for rec in manifest["modules"].values():
+        need(isinstance(rec, dict) and isinstance(rec.get("spec"), dict), "bad module record")
+        cls = state.module_class(str(rec.get("class")))
+        total += numel(_probe(lambda c=cls, r=rec: c.mz_from_spec(r["spec"]), limit,
+                              f"the {cls.__name__} spec"))
+    return total
+
+
+def _bounded_model(manifest: dict[str, Any], model: nn.Module | None, size: int,
+                   trust_code: bool) -> tuple[nn.Module | None, nn.Module | None, int]:
+    """(model built now or None: build it after decoding; the meta-device reference of
+    the recorded architecture or None; elements the model may hold)."""
+    reference = None
+    arch, limit = manifest.get("arch"), arch_limit(size)
+    try:
+        if model is None:
+            need(arch is None or (isinstance(arch, dict) and isinstance(arch.get("kind"), str)),
+                 "bad architecture record")
+            if isinstance(arch, dict) and arch.get("kind") in PROBED:
+                reference = _probe(lambda: arch_records.build(arch), limit,
+                                   "the recorded architecture")
+                elements = numel(reference)
+            else:  # none recorded (error), or user code the caller trusts
+                model = arch_records.build(arch, trust_code=trust_code)
+                elements = numel(model)
+        else:
+            elements = numel(model)
+        return model, reference, elements + _probe_specs(manifest, limit)
+    except ModelzipError:
+        raise
+    except _BUILD_ERRORS as exc:
+        raise FormatError(f"cannot build the recorded architecture: {exc}"[:300]) from None
+
+
+def validate(contents: Contents) -> None:
+    """Every check :func:`restore` makes that needs no model (for ``inspect``): the
+    recorded architecture and layer specs sized on the meta device, the declared elements
+    bounded by them, and every tensor decoded and checked. Factory code is never run."""
+    manifest = contents.manifest
+    arch = manifest.get("arch")
+    if isinstance(arch, dict) and arch.get("kind") in PROBED:
+        _, _, elements = _bounded_model(manifest, None, contents.size, False)
+        if manifest.get("version") != 1:
+            check_declared(manifest, elements)
+    else:
+        need(arch is None or (isinstance(arch, dict) and arch.get("kind") in
+                              arch_records.kinds()), "bad architecture record")
+        try:
+            _probe_specs(manifest, arch_limit(contents.size))
+        except ModelzipError:
+            raise
+        except _BUILD_ERRORS as exc:
+            raise FormatError(f"bad layer spec: {exc}"[:300]) from None
+    decode_tensors(manifest, contents.streams)
+
+
 def build_model(arch: Any, stored: int, trust_code: bool = False) -> nn.Module:
-    """The recorded architecture, refused when it would be far larger than the file."""
+    """The recorded architecture, refused when it holds far more elements than a file of
+    ``stored`` elements/bytes can describe (built on the meta device first)."""
     need(arch is None or (isinstance(arch, dict) and isinstance(arch.get("kind"), str)),
          "bad architecture record")
     try:
         if isinstance(arch, dict) and arch.get("kind") in PROBED:
-            with torch.device("meta"):  # sizes only: no memory, no initialisation
-                probe = arch_records.build(arch)
-            need_values = sum(t.numel() for t in probe.state_dict().values())
-            # structured pruning legitimately stores far fewer values than the recorded
-            # (unpruned) architecture (90% of channels removed keeps ~1% of a layer); the
-            # bound only stops a tiny file from demanding an absurd allocation
-            need(need_values <= max(256 * stored, 1 << 24),
-                 "the architecture does not match the tensors")
+            _probe(lambda: arch_records.build(arch), arch_limit(stored),
+                   "the recorded architecture")
         return arch_records.build(arch, trust_code=trust_code)
-    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
-        raise FormatError(f"cannot build the recorded architecture: {exc}") from None
+    except ModelzipError:
+        raise
+    except _BUILD_ERRORS as exc:
+        raise FormatError(f"cannot build the recorded architecture: {exc}"[:300]) from None
 
 
 def restore(contents: Contents, model: nn.Module | None = None, *,
             trust_code: bool = False) -> nn.Module:
     """The model held by parsed ``contents``: ``model`` filled in place, or (None) the
-    architecture the file records, rebuilt (factory code only with ``trust_code``)."""
+    architecture the file records, rebuilt (factory code only with ``trust_code``).
+
+    The model is sized (on the meta device) before any tensor is decoded, and the file's
+    declared elements are bounded by it (bounds.py)."""
     manifest = contents.manifest
+    model, reference, elements = _bounded_model(manifest, model, contents.size, trust_code)
+    if manifest.get("version") != 1:
+        check_declared(manifest, elements)
     tensors, params, widths = decode_tensors(manifest, contents.streams)
-    if model is None:
-        model = build_model(manifest.get("arch"), sum(t.numel() for t in tensors.values()),
-                            trust_code)
     try:
+        if model is None:
+            model = arch_records.build(manifest["arch"])
         _apply_structure(model, manifest)
         _place(model, tensors, params, widths, manifest)
+        check_consistent(model)
+        check_forward(model, manifest.get("arch"), reference)
     except ModelzipError:
         raise
-    except _FIT_ERRORS as exc:
-        raise FormatError(f"file does not fit the model: {exc}".splitlines()[0]) from None
+    except _BUILD_ERRORS as exc:
+        raise FormatError(f"file does not fit the model: {exc}".splitlines()[0][:300]) from None
     model._mz_arch = manifest.get("arch")
     return model.eval()

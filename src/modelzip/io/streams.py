@@ -9,7 +9,9 @@ raise FormatError, never anything else, on bad input, bounding its work by ``cou
 
 from __future__ import annotations
 
+import io
 import lzma
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,6 +63,7 @@ def unpack_symbols(data: bytes, count: int, bits: int) -> np.ndarray:
 
 
 register_coder(Coder("raw", pack_symbols, unpack_symbols))
+_SINGLE, _CHUNK = struct.Struct("<BI"), struct.Struct("<I")  # Huffman header fields
 
 
 # ------------------------------------------------------------------------- Huffman
@@ -71,8 +74,21 @@ def _huff_encode(symbols: np.ndarray, bits: int) -> bytes | None:
 
 
 def _huff_decode(data: bytes, count: int, bits: int) -> np.ndarray:
+    """Symbols (uint16) of a Huffman stream. The decoder's Python loop runs once per
+    symbol of a lane, so lanes longer than the writer makes (``auto_chunk``) are refused:
+    that bounds the time per byte; a single-symbol stream is filled without int64."""
     if not 1 <= bits <= 16:
         raise FormatError("Huffman streams hold symbols of at most 16 bits")
+    if count and len(data) == _SINGLE.size and data[0] == 0:
+        alpha = _SINGLE.unpack(data)[1]
+        if not 1 <= alpha <= 1 << bits:
+            raise FormatError("Huffman symbol outside the alphabet")
+        return np.full(count, alpha - 1, dtype=np.uint16)
+    if len(data) >= _SINGLE.size + _CHUNK.size and data[0] != 0:
+        chunk = _CHUNK.unpack_from(data, _SINGLE.size)[0]
+        if chunk > huffman.auto_chunk(count):
+            raise FormatError(f"Huffman lanes of {chunk} symbols are longer than the "
+                              f"writer makes ({huffman.auto_chunk(count)})")
     return huffman.decode(data, count, 1 << bits)
 
 
@@ -127,9 +143,21 @@ if _zstd is not None:
         return cctx.compress(pack_symbols(symbols, bits))
 
     def _zstd_raw(data: bytes, need: int) -> bytes:
-        try:  # output bounded by max_output_size (frames carry no content size)
-            return _zstd.ZstdDecompressor().decompress(data, max_output_size=need)
-        except _zstd.ZstdError:
+        """Exactly one frame decoding to ``need`` bytes. A frame header may declare any
+        content size (zstandard's one-shot API allocates it whatever max_output_size
+        says), so the declared size must be absent or ``need``, and the output is read
+        through a stream capped at ``need + 1`` bytes."""
+        try:
+            declared = _zstd.get_frame_parameters(data).content_size
+            if declared not in (_zstd.CONTENTSIZE_UNKNOWN, need):
+                raise FormatError("zstd frame declares a size its stream cannot hold")
+            with _zstd.ZstdDecompressor().stream_reader(
+                    io.BytesIO(data), read_across_frames=True, closefd=False) as r:
+                out = r.read(need + 1)
+            if len(out) != need:
+                raise FormatError("zstd stream decodes to the wrong length")
+            return out
+        except (_zstd.ZstdError, ValueError, OSError):
             raise FormatError("corrupt zstd stream") from None
 
     register_coder(Coder("zstd", _zstd_encode, lambda d, n, b: _bounded(_zstd_raw, d, n, b)))

@@ -60,15 +60,25 @@ class Recipe:
             raise ConfigError(f"recipe: unknown key(s) {unknown}; valid: {sorted(allowed)}")
         if "stages" not in data:
             raise ConfigError("recipe: missing 'stages'")
+        for key in ("name", "description", "model", "data"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ConfigError(f"recipe: '{key}' must be a string")
         return cls(list(data["stages"] or []), data.get("name", name),
                    data.get("description", ""), data.get("model"), data.get("data"))
 
     @classmethod
     def from_yaml(cls, text: str, name: str = "custom") -> Recipe:
+        """A recipe from YAML text, bounded: at most MAX_YAML characters, and at most
+        MAX_YAML_NODES values once aliases are expanded (an alias bomb is refused while
+        it is walked, before anything expands it)."""
+        if len(text) > MAX_YAML:
+            raise ConfigError(f"recipe is over {MAX_YAML:,} characters")
         try:
-            return cls.from_dict(yaml.safe_load(text), name)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"recipe is not valid YAML: {exc}") from None
+            data = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"recipe is not valid YAML: {str(exc)[:200]}") from None
+        _check_size(data)
+        return cls.from_dict(data, name)
 
     @classmethod
     def load(cls, ref: str | os.PathLike | Recipe) -> Recipe:
@@ -105,6 +115,25 @@ def _stage_dict(stage: Stage) -> dict[str, Any]:
     d = stage.to_dict()
     name = d.pop("type")
     return {name: {k: v for k, v in d.items() if v != [] or k not in ("targets", "ignore")}}
+
+
+MAX_YAML, MAX_YAML_NODES = 1 << 20, 100_000
+
+
+def _check_size(data: Any) -> None:
+    """Refuse YAML whose values, aliases expanded, exceed MAX_YAML_NODES (counted as the
+    walk goes, so a billion-laughs document stops after MAX_YAML_NODES steps)."""
+    stack, nodes = [data], 0
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        if nodes > MAX_YAML_NODES:
+            raise ConfigError(f"recipe has over {MAX_YAML_NODES:,} values (aliases expanded)")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 def builtin_recipes() -> dict[str, str]:
