@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_numbers(args)
+        from .checks import check_args
+
+        check_args(args)
         return int(args.func(args) or 0)
     except (ModelzipError, OSError) as exc:
         print(f"modelzip {args.command}: error: {describe(exc)}", file=sys.stderr)
