@@ -37,5 +37,6 @@ def run(args: Any) -> int:
                         calib_data=job.calib_data, progress=not args.no_progress)
     size = save(res.model, args.out, info={"recipe": "auto"})
     emit(args, {**res.metrics, "file": args.out, "file_bytes": size,
+                "ratio": res.metrics["fp32_bytes"] / size,
                 "pareto": res.pareto})
     return 0
