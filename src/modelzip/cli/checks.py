@@ -30,6 +30,10 @@ POSITIVE = ("epochs", "lr", "trials", "workers", "threads", "train_epochs", "tim
             "retrain_epochs", "train_limit", "max_params", "max_macs", "max_latency_ms")
 NON_NEGATIVE = ("max_drop", "seed", "max_class_drop")
 FRACTIONS = ("min_agreement",)
+# finite but absurd values would run for ages (--epochs 1e308): refuse above these
+MAXIMA = {"epochs": 10_000, "train_epochs": 10_000, "retrain_epochs": 10_000,
+          "trials": 1_000_000, "workers": 1024, "threads": 1024, "lr": 100.0,
+          "time_budget": 1e7, "max_drop": 1e6, "seed": 2**32 - 1}
 INPUT_FILES = {"file": "a .mzip file", "baseline": "a .mzip file",
                "weights": "a .mzip or .safetensors file"}
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+",
@@ -49,6 +53,9 @@ def check_args(args: Any) -> None:
     for key, what in INPUT_FILES.items():
         if values.get(key):
             input_file(values[key], what, opt(key) if key != "file" else "")
+    for key in INPUT_FILES:
+        if str(values.get(key) or "").endswith(".mzip"):
+            mzip_header(values[key], opt(key) if key != "file" else "")
     if values.get("weights"):
         not_compressed(values["weights"])
     if values.get("recipe"):
@@ -58,7 +65,7 @@ def check_args(args: Any) -> None:
             input_folder(values[key], opt(key))
     if isinstance(values.get("storage"), str):
         check_storage(values["storage"])
-    if values.get("out"):
+    if values.get("out") is not None:
         folder = (values.get("command") in FOLDER_OUTPUTS
                   or values.get("format") in FOLDER_FORMATS)
         output_path(values["out"], "--out", folder=folder)
@@ -75,6 +82,10 @@ def _check_ranges(values: dict[str, Any]) -> None:
         v = values.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             raise ConfigError(f"{opt(key)} must be >= 0, got {v}")
+    for key, hi in MAXIMA.items():
+        v = values.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > hi:
+            raise ConfigError(f"{opt(key)} must be at most {hi:g}, got {v:.4g}")
     for key in FRACTIONS:
         v = values.get(key)
         if isinstance(v, float) and not 0 <= v <= 1:
@@ -97,6 +108,20 @@ def input_file(path: str, what: str, option: str = "") -> Path:
     if not os.access(p, os.R_OK):
         raise ConfigError(f"{name}: permission denied")
     return p
+
+
+def mzip_header(path: str, option: str = "") -> None:
+    """A cheap first look at a .mzip: the safetensors header length and its opening brace,
+    so that a foreign file is refused with its name before anything else reads it."""
+    name = f"{option} {path}" if option else path
+    with open(path, "rb") as f:
+        head = f.read(9)
+        size = os.fstat(f.fileno()).st_size
+    if len(head) < 9:
+        raise ConfigError(f"{name} is not a .mzip file ({size} bytes: too short)")
+    n = int.from_bytes(head[:8], "little")
+    if not 2 <= n <= size - 8 or head[8:9] != b"{":
+        raise ConfigError(f"{name} is not a .mzip file (no safetensors header)")
 
 
 def input_folder(path: str, option: str) -> Path:
@@ -312,8 +337,9 @@ def fits(model: nn.Module, example: Any, data: str) -> None:
             model.eval()(example[:1])
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         shape = "x".join(str(d) for d in example.shape[1:]) or "scalar"
+        kind = "token ids of length" if not example.is_floating_point() else "inputs of shape"
         raise DataError(f"the model does not take --data {data}: it expects "
-                        f"{input_shape(model)}, the data gives {shape} inputs "
+                        f"{input_shape(model)}, the data gives {kind} {shape} "
                         f"({' '.join(str(exc).split())[:120]})") from None
     finally:
         model.train(was_training)

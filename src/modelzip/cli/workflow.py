@@ -98,7 +98,9 @@ def _build(spec: str, split: mzdata.Split | None, trust_code: bool) -> nn.Module
         if split is None:
             raise ConfigError(f"zoo model '{spec}' needs an image or text dataset")
         return zoo_for_data(spec, split)
-    if spec.endswith(".mzip") and Path(spec).is_file():
+    if spec.endswith(".mzip"):
+        checks.input_file(spec, "a .mzip file", "--model")
+        checks.mzip_header(spec, "--model")
         return load(spec, trust_code=trust_code)
     if ":" in spec:
         checks.factory(spec)
