@@ -253,3 +253,29 @@ def test_malformed_subprocess(argv: list[str], fx: dict[str, str]) -> None:
     assert p.returncode == 2, p.stderr
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert p.stdout == ""
+
+
+def test_json_stdout_status_stderr_one_size(fx: dict[str, str],
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json stdout is only JSON; status lines go to stderr; every size shown is the
+    written file's bytes (CLI figures and the HTML summary), attempt sizes are labelled."""
+    import json
+
+    monkeypatch.delenv("MODELZIP_NO_PROGRESS", raising=False)
+    out, rep = f"{fx['dir']}/ok.mzip", f"{fx['dir']}/ok.html"
+    rc = run_main(["compress", "--model", "lenet300", "--weights", fx["plain.mzip"],
+                   "--recipe", "int8-dynamic", "--max-drop", "1", "--out", out,
+                   "--report", rep, "--json"])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 0, stderr
+    payload = json.loads(stdout)
+    size = Path(out).stat().st_size
+    assert payload["file_bytes"] == size
+    assert payload["ratio"] == pytest.approx(payload["fp32_bytes"] / size)
+    assert "estimate" in payload["bytes_note"]
+    for phase in ("loading data", "compressing with recipe", "attempt 1", "saving"):
+        assert phase in stderr
+    page = Path(rep).read_text()
+    assert f"file bytes</td><td>{size:,}<" in page
+    assert "est. bytes" in page and "run: file_bytes" not in page
