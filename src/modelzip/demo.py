@@ -20,6 +20,7 @@ from . import zoo
 from .io.mzip import load, save
 from .measure import count_params, model_latency
 from .pipeline import compress
+from .progress import note
 from .report import report
 from .state import logical_weights
 from .train import accuracy, train
@@ -32,10 +33,12 @@ def run_demo(dataset: str = "digits", out_dir: str | os.PathLike = "out", *,
              seed: int = 0, progress: bool = True, root: str | None = None) -> dict[str, Any]:
     """Run the demo pipeline; returns the before/after figures (files in ``out_dir``)."""
     torch.manual_seed(seed)
+    note(f"loading {dataset}", progress=progress)
     split = mzdata.digits() if dataset == "digits" else mzdata.fashion_mnist(root=root)
     c, h, w = mzdata.info(split)["input_shape"]
     epochs, lr = TRAINING[dataset]
     model = zoo.lenet300(in_features=c * h * w)
+    note(f"training LeNet-300-100 on {dataset} for {epochs} epochs", progress=progress)
     train(model, split.train, epochs=epochs, lr=lr, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,14 +48,17 @@ def run_demo(dataset: str = "digits", out_dir: str | os.PathLike = "out", *,
     def evaluate(m: torch.nn.Module) -> float:
         return accuracy(m, split.test)
 
+    note("compressing with recipe 'demo' (baseline evaluation, then one status line per "
+         "attempt)", progress=progress)
     res = compress(model, "demo", evaluate=evaluate, train_data=split.train,
                    max_drop=MAX_DROP, progress=progress)
     mzip_path = out / "lenet300.mzip"
+    note(f"saving {mzip_path}, loading it back, measuring latency", progress=progress)
     save(res.model, mzip_path, info={"dataset": dataset, "recipe": "demo"})
     loaded = load(mzip_path)
     x = next(iter(split.test))[0][:1]
     report_path = report(loaded, model, result=res, example_inputs=x,
-                         title=f"modelzip demo: LeNet-300-100 on {dataset}"
+                         title=f"modelzip demo: LeNet-300-100 on {dataset}", file=mzip_path
                          ).to_html(out / "report.html")
     base_params, _ = count_params(model)
     params, nonzeros = count_params(loaded)

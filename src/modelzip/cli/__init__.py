@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_numbers(args)
+        from .checks import check_args
+
+        check_args(args)
         with torchrun(args):
             return int(args.func(args) or 0)
     except (ModelzipError, OSError) as exc:

@@ -59,5 +59,6 @@ def execute(args: Any, write: bool = True, sampler_seed: int = 0) -> int:
                           f"{res.metrics['threshold']:.4f}); nothing written")
     size = save(res.model, args.out, info={"recipe": "auto"})
     emit(args, {**res.metrics, "file": args.out, "file_bytes": size,
+                "ratio": res.metrics["fp32_bytes"] / size,
                 "pareto": res.pareto})
     return 0

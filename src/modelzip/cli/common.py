@@ -45,8 +45,15 @@ def load_dataset(name: str, root: str | None = None, **kw: Any) -> mzdata.Split:
     if name in ("shakespeare", "tinyshakespeare"):
         return mzdata.text(None, **kw)
     p = Path(name)
+    if p.is_dir():
+        raise ModelzipError(f"--data {name} is a folder: give one of {', '.join(DATASETS)} "
+                            "or a text file (an IDX folder goes in --data-root)")
     if p.is_file():
-        return mzdata.text(p, **kw)
+        try:
+            return mzdata.text(p, **kw)
+        except UnicodeDecodeError as exc:
+            raise ModelzipError(f"--data {name} is not a UTF-8 text file "
+                                f"(offset {exc.start})") from None
     raise ModelzipError(f"unknown dataset '{name}'; use one of {', '.join(DATASETS)} "
                         "or a path to a text file")
 

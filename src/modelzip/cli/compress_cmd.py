@@ -10,6 +10,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..io.mzip import save
 from ..pipeline import Recipe, compress
+from ..progress import note
 from ..report import report
 from ..trust.constraints import add_constraint_args, constraints_from_args
 from .common import add_json, emit
@@ -40,27 +41,36 @@ def run(args: Any) -> int:
     if args.max_drop < 0:
         raise ConfigError("--max-drop must be >= 0")
     recipe = Recipe.load(args.recipe)  # validate before any training
-    job = resolve(args, progress=not args.no_progress)
+    progress = not args.no_progress
+    job = resolve(args, progress=progress)
     baseline = copy.deepcopy(job.model)
+    note(f"compressing with recipe '{recipe.name}' ({len(recipe.stages)} stages): evaluating "
+         f"the baseline {job.metric_name} first", progress=progress)
     res = compress(job.model, recipe, evaluate=job.evaluate, train_data=job.train_data,
                    calib_data=job.calib_data, max_drop=args.max_drop, relative=args.relative,
                    mode=args.mode, time_budget=args.time_budget, per_layer=args.per_layer,
-                   save_best=args.out, progress=not args.no_progress,
+                   save_best=args.out, progress=progress,
                    constraints=constraints_from_args(args) or None, eval_data=job.eval_data)
+    note(f"saving {args.out}", progress=progress)
     size = save(res.model, args.out, info={"recipe": recipe.name, "metric": job.metric_name,
                                            "value": res.metrics["metric"]})
     m = res.metrics
     m.update(file=args.out, file_bytes=size, ratio=m["fp32_bytes"] / size, met=res.met,
              stopped=res.stopped, metric_name=job.metric_name)
     if args.report:
+        note(f"writing the report {args.report}", progress=progress)
         rep = report(res.model, baseline, result=res, example_inputs=job.example,
-                     title=f"modelzip compress: {args.model} / {recipe.name}")
+                     title=f"modelzip compress: {args.model} / {recipe.name}", file=args.out)
         rep.to_html(args.report)
         m["report"] = args.report
-    emit(args, {**m, "history": res.history}, _table(args, m))
+    emit(args, {**m, "history": res.history, "bytes_note": BYTES_NOTE}, _table(args, m))
     if not args.json:
         _explain(m, res.stopped)
     return 0
+
+
+BYTES_NOTE = ("file_bytes is the size of the written file; history[].bytes and "
+              "closest_failing.bytes are estimates (each attempt coded with Huffman only)")
 
 
 def _explain(m: dict[str, Any], stopped: str) -> None:
@@ -74,8 +84,10 @@ def _explain(m: dict[str, Any], stopped: str) -> None:
     if "closest_failing" in m and not m.get("complete"):
         c = m["closest_failing"]
         print(f"closest failing attempt: {c['stage']} reached {c['metric']:.4f} "
-              f"at {c['bytes']:,} bytes")
-    if stopped != "completed":
+              f"at about {c['bytes']:,} bytes (estimate)")
+    if not m.get("complete", True):
+        print("not complete: " + "; ".join(str(r) for r in m.get("incomplete_because", [])))
+    elif stopped != "completed":
         print(f"stopped early ({stopped}); the best model so far was saved")
     print(f"wrote {m['file']}" + (f" and {m['report']}" if m.get("report") else ""))
 

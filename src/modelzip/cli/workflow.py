@@ -16,7 +16,9 @@ from ..distributed.ddp import agreed
 from ..errors import ConfigError, ModelzipError
 from ..io.arch import from_factory
 from ..io.mzip import load
+from ..progress import note
 from ..train import accuracy, perplexity, train
+from . import checks
 from .common import load_dataset, zoo_for_data
 
 TRAIN_EPOCHS = {"digits": 30, "fashion-mnist": 15, "mnist": 10, "shakespeare": 1}
@@ -64,15 +66,23 @@ def add_model_args(p: Any) -> None:
 def resolve(args: Any, progress: bool = True) -> Job:
     """Build the Job described by the model/data arguments."""
     torch.manual_seed(args.seed)
+    if Path(args.model).is_dir():
+        checks.model_folder(args.model)
     if Path(args.model).is_dir() or args.data == "sentences":
-        return _hf_job(args)
+        return _hf_job(args, progress)
+    note(f"loading data {args.data}", progress=progress)
     split = load_dataset(args.data, args.data_root)
+    note(f"building model {args.model}", progress=progress)
     model = _build(args.model, split, args.trust_code)
     if args.weights:
+        note(f"loading weights {args.weights}", progress=progress)
         _load_weights(model, args.weights)
-    elif args.model in zoo.names():
+    calib = [b for _, b in zip(range(8), split.train)]
+    checks.fits(model, calib[0][0], args.data)
+    if not args.weights and args.model in zoo.names():
         epochs = args.train_epochs or TRAIN_EPOCHS.get(args.data, 10)
-        print(f"no --weights: training {args.model} on {args.data} for {epochs} epochs first")
+        note(f"no --weights: training {args.model} on {args.data} for {epochs} epochs first",
+             progress=progress)
         train(model, split.train, epochs=epochs, lr=1e-3, progress=progress)
     lm = "vocab_size" in mzdata.info(split)
     if lm:
@@ -92,9 +102,12 @@ def _build(spec: str, split: mzdata.Split | None, trust_code: bool) -> nn.Module
         if split is None:
             raise ConfigError(f"zoo model '{spec}' needs an image or text dataset")
         return zoo_for_data(spec, split)
-    if spec.endswith(".mzip") and Path(spec).is_file():
+    if spec.endswith(".mzip"):
+        checks.input_file(spec, "a .mzip file", "--model")
+        checks.mzip_header(spec, "--model")
         return load(spec, trust_code=trust_code)
     if ":" in spec:
+        checks.factory(spec)
         return from_factory(spec)  # records the factory, so its .mzip can rebuild it
     raise ModelzipError(f"unknown model '{spec}': not a zoo model ({', '.join(zoo.names())}), "
                         "a Hugging Face folder, a .mzip file, or package.module:factory")
@@ -117,15 +130,18 @@ def _load_weights(model: nn.Module, path: str) -> None:
         load(p, model=model)
 
 
-def _hf_job(args: Any) -> Job:
+def _hf_job(args: Any, progress: bool = True) -> Job:
     """An encoder judged by the cosine of its sentence embeddings to the original's."""
     from ..io import hf
 
     if args.data != "sentences":
-        raise ConfigError("Hugging Face encoders are evaluated with --data sentences")
+        raise ConfigError(f"--model {args.model} is a Hugging Face model folder: evaluate it "
+                          "with --data sentences (embedding fidelity to the original)")
     folder = Path(args.model).is_dir()
+    note(f"loading model {args.model}", progress=progress)
     model = hf.load_pretrained(args.model) if folder else _build(args.model, None,
                                                                    args.trust_code)
+    note("loading the tokenizer and encoding 640 sentences", progress=progress)
     tok = hf.tokenizer(args.tokenizer or (args.model if folder else hf.minilm_path()))
     sents = mzdata.sentences(640)
     evals, calib = hf.encode_batches(tok, sents[:512]), hf.encode_batches(tok, sents[512:])
@@ -162,6 +178,10 @@ def file_metric(args: Any, baseline: nn.Module | None
         return "cosine", embedding_fidelity(baseline, batches), batches[0]["input_ids"][:1]
     split = load_dataset(args.data, args.data_root)
     example = next(iter(split.test))[0][:1]
-    if "vocab_size" in mzdata.info(split):
-        return "perplexity", lambda m: perplexity(m, split.test), example
-    return "accuracy", lambda m: accuracy(m, split.test), example
+    lm = "vocab_size" in mzdata.info(split)
+
+    def metric(m: nn.Module) -> float:
+        checks.fits(m, example, args.data)
+        return perplexity(m, split.test) if lm else accuracy(m, split.test)
+
+    return ("perplexity" if lm else "accuracy"), metric, example

@@ -43,13 +43,18 @@ def page(rep: Any, images: dict[str, str]) -> str:
         if name in images:
             parts.append(f"<h2>{label}</h2><img alt='{name}' "
                          f"src='data:image/png;base64,{images[name]}'>")
+    for heading, lines in getattr(rep, "outcome", []):
+        parts.append(f"<h2>{html.escape(heading)}</h2><ul>"
+                     + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
     if rep.history:
         rows = [[html.escape(h["stage"]), _v(h["metric"]), _v(h["bytes"]),
                  f"<span class='{'pass' if h['passed'] else 'fail'}'>"
                  f"{'yes' if h['passed'] else 'no'}</span>", _v(h["seconds"])]
                 for h in rep.history]
         parts += ["<h2>Attempts</h2>",
-                  _table(["stage", "metric", "file bytes", "meets", "seconds"], rows)]
+                  _table(["stage", "metric", "est. bytes", "meets", "seconds"], rows),
+                  "<p>est. bytes: the attempt's model coded with Huffman only (a close upper "
+                  "bound); the file bytes above are those of the written file.</p>"]
     if getattr(rep, "trust", None):
         from .trust_section import html_section
 

@@ -20,6 +20,23 @@ from ..io.safetensors_io import write_atomic
 from ..measure import count_params, fp32_bytes, model_latency
 from .fmt import fmt_value
 
+# sizes a run measured on its own copy of the model; the report shows the file's instead
+SIZE_KEYS = ("file_bytes", "ratio", "fp32_bytes")
+
+
+def outcome(result: Any) -> list[tuple[str, list[str]]]:
+    """What a compress run could not do, as (heading, lines) for the report."""
+    if result is None:
+        return []
+    m = result.metrics
+    out = [("Backed-off units", [str(u) for u in m.get("changed_units", [])]),
+           ("Skipped units (no setting met the requirement)",
+            [str(u) for u in m.get("skipped_units", [])])]
+    if not m.get("complete", True):
+        out.append(("Why the run is not complete",
+                    [str(r) for r in m.get("incomplete_because", [])] or ["not recorded"]))
+    return [(h, lines) for h, lines in out if lines]
+
 
 def layer_rows(model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-layer storage rows of ``model`` as it would be saved (see io.inspect)."""
@@ -40,6 +57,7 @@ class Report:
     history: list[dict[str, Any]] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
     trust: dict[str, Any] | None = None  # a mz.trust() dict: the trust section
+    outcome: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def table(self) -> Table:
         """The per-layer table with totals (print it with rich)."""
@@ -96,12 +114,17 @@ class Report:
 def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any = None,
            evaluate: Any = None, example_inputs: Any = None,
            sensitivity: dict[str, float] | None = None, title: str = "modelzip report",
-           trust: dict[str, Any] | None = None) -> Report:
+           trust: dict[str, Any] | None = None,
+           file: str | os.PathLike | None = None) -> Report:
     """Build a :class:`Report` of ``model`` (and ``baseline``, a compress ``result``,
-    ``trust``: a ``mz.trust(baseline, model, data)`` dict for the trust section)."""
+    ``trust``: a ``mz.trust(baseline, model, data)`` dict for the trust section).
+
+    ``file``: the .mzip the model was written to; its bytes are the size shown (without it,
+    the model is saved to a temporary file and that file is measured). Sizes of a run's
+    attempts are Huffman-only estimates and are labelled so."""
     if not isinstance(model, nn.Module):
         raise ModelzipError(f"report() needs an nn.Module, got {type(model).__name__}")
-    layers, totals = layer_rows(model)
+    layers, totals = layer_table(read_contents(file)) if file is not None else layer_rows(model)
     params, nonzeros = count_params(model)
     summary: dict[str, Any] = {"parameters": params, "nonzeros": nonzeros,
                                "file bytes": totals["file_bytes"]}
@@ -120,6 +143,7 @@ def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any =
             summary["speed-up"] = model_latency(baseline, example_inputs, repeats=30) / lat
     if result is not None:
         summary.update({f"run: {k}": v for k, v in result.metrics.items()
-                        if isinstance(v, (int, float, str))})
+                        if isinstance(v, (int, float, str)) and k not in SIZE_KEYS})
     hist = list(getattr(result, "history", []) or [])
-    return Report(title, summary, layers, totals, hist, dict(sensitivity or {}), trust)
+    return Report(title, summary, layers, totals, hist, dict(sensitivity or {}), trust,
+                  outcome(result))
