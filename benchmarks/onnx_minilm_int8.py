@@ -19,7 +19,7 @@ from modelzip.export.onnx_hf import normalize_inputs, trace_graph
 from modelzip.export.onnx_runtime import OrtModule
 from modelzip.io import hf
 
-N_EVAL = 256
+N_EVAL = 128
 
 
 def pooled(hidden: torch.Tensor, batch: dict) -> torch.Tensor:

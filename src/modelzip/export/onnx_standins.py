@@ -17,7 +17,7 @@ from torch import nn
 from ..ops.pack import unpack_rows
 from ..quantization.int8 import Int8Conv2d, Int8Linear
 from ..quantization.packed import PackedLinear
-from ..state import get_mask, materialize
+from ..state import get_mask, materialize, uninstall_reparam
 from . import onnx_codes as oc
 from . import onnx_ops as ops
 
@@ -283,4 +283,6 @@ def densify(model: nn.Module) -> nn.Module:
     for fqn, m in list(model.named_modules()):
         if fqn and isinstance(m, (Int8Linear, Int8Conv2d, PackedLinear)):
             model.set_submodule(fqn, _float_module(m))
+        for name in list(getattr(m, "_mz_reparam", {})):
+            uninstall_reparam(m, name)  # a plain fp32 Parameter, not traced dequantize ops
     return model
