@@ -1,0 +1,1 @@
+"""Exporters: a compressed model out of modelzip into another runtime's format."""
