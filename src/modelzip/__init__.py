@@ -34,6 +34,11 @@ __all__ = [
     "accuracy", "perplexity",
 ]
 
+# --- Hugging Face folders out (issue 15) ---------------------------------------------
+from .export.hf_save import save_pretrained
+
+__all__ += ["save_pretrained"]
+
 # --- pruning (issue 3) -------------------------------------------------------------
 from . import pruning
 from .pruning import (

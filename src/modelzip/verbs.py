@@ -7,11 +7,12 @@ from typing import Any
 from torch import nn
 
 from .config import Config, handler_for
+from .hf_guard import guard_save_pretrained
 
 
 def _apply(kind: str, model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
     handler_for(cfg, kind)(model, cfg, **ctx)
-    return model
+    return guard_save_pretrained(model)  # transformers' own save would write garbage
 
 
 def prune(model: nn.Module, cfg: Config, *, calib_data: Any = None,
@@ -38,4 +39,4 @@ def cluster(model: nn.Module, cfg: Config) -> nn.Module:
 def apply(model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
     """Apply any registered config through its own verb family (used by recipes)."""
     handler_for(cfg)(model, cfg, **ctx)
-    return model
+    return guard_save_pretrained(model)

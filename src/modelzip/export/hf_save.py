@@ -47,16 +47,16 @@ def _publish(tmp: Path, folder: Path) -> None:
 
 
 def _tolerance(model: nn.Module, inputs: dict, ref: Any) -> tuple[float, float | None]:
-    """1e-4, or for models with int8 activations twice the activation quantization error
+    """1e-4, or for models with int8 activations 3x the activation quantization error
     (e = modelzip's W8A8 output against the same weights with float activations): both
-    runtimes quantize activations to int8, each within about e of the float result, with
+    runtimes quantize activations to int8, each about e from the float result, with
     their own rounding (compressed-tensors divides per-token ranges by 127.5, modelzip
     by 127), and a head that the export keeps dense runs with float activations."""
     if not any(isinstance(m, Int8Linear) for m in model.modules()):
         return TOLERANCE, None
     twin, _ = dense_twin(model)
     act_err = float((model_output(twin, inputs) - ref).abs().max())
-    return TOLERANCE + 2 * act_err, act_err
+    return TOLERANCE + 3 * act_err, act_err
 
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "dense", *,
