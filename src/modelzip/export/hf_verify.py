@@ -22,27 +22,33 @@ MARK = "MZ_VERIFY_JSON:"
 # run in a fresh interpreter: nothing of the exporting process (patched classes, caches,
 # the model object) can make a broken folder look right
 _CHILD = r"""
-import json, sys
+import json, sys, traceback
 from pathlib import Path
 import torch, transformers
 from safetensors.torch import load_file, save_file
-folder, inp, outp = sys.argv[1:4]
-name = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
-cls = getattr(transformers, name, None)
-if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-    raise SystemExit(f"config.json names {name!r}, not a transformers model class")
-model, info = cls.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
-                                  output_loading_info=True)
-model.eval()
-with torch.no_grad():
-    out = model(**load_file(inp))
-t = out.logits if getattr(out, "logits", None) is not None else (
-    out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out[0])
-save_file({"out": t.float().contiguous()}, outp)
-report = {k: sorted(str(x) for x in info.get(k, []) or [])
-          for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
-report["class"] = name
-print("MZ_VERIFY_JSON:" + json.dumps(report))
+for i, job in enumerate(json.loads(Path(sys.argv[1]).read_text())):
+    folder = job["folder"]
+    try:
+        name = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
+        cls = getattr(transformers, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            raise ValueError(f"config.json names {name!r}, not a transformers model class")
+        model, info = cls.from_pretrained(folder, local_files_only=True,
+                                          trust_remote_code=False, output_loading_info=True)
+        report = {k: sorted(str(x) for x in info.get(k, []) or []) for k in
+                  ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+        report["class"] = name
+        print("MZ_VERIFY_JSON:" + json.dumps({"job": i, "report": report}), flush=True)
+        with torch.no_grad():
+            out = model.eval()(**load_file(job["inp"]))
+        t = out.logits if getattr(out, "logits", None) is not None else (
+            out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None
+            else out[0])
+        save_file({"out": t.float().contiguous()}, job["out"])
+        print("MZ_VERIFY_JSON:" + json.dumps({"job": i, "done": True}), flush=True)
+    except Exception as exc:
+        line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        print("MZ_VERIFY_JSON:" + json.dumps({"job": i, "error": line}), flush=True)
 """
 
 
@@ -78,27 +84,38 @@ def model_output(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Ten
     return out[0].float()
 
 
-def load_in_transformers(folder: Path, inputs: dict[str, torch.Tensor],
-                         timeout: float = 900.0) -> tuple[dict[str, Any], torch.Tensor]:
-    """Load ``folder`` with transformers in a subprocess; (load report, output)."""
+def load_in_transformers(jobs: list[tuple[Path, dict[str, torch.Tensor]]],
+                         timeout: float = 1800.0) -> list[dict[str, Any]]:
+    """Load each folder with transformers in one fresh subprocess and run it on its
+    inputs; per folder: {"report": load report, "out": output} or {"error": line}."""
     from safetensors.torch import load_file, save_file
 
     with tempfile.TemporaryDirectory(prefix="mz-verify-") as tmp:
-        inp, outp = Path(tmp) / "in.safetensors", Path(tmp) / "out.safetensors"
-        save_file({k: v.contiguous() for k, v in inputs.items()}, str(inp))
+        spec = []
+        for i, (folder, inputs) in enumerate(jobs):
+            inp, outp = Path(tmp) / f"in{i}.safetensors", Path(tmp) / f"out{i}.safetensors"
+            save_file({k: v.contiguous() for k, v in inputs.items()}, str(inp))
+            spec.append({"folder": str(folder), "inp": str(inp), "out": str(outp)})
+        (Path(tmp) / "jobs.json").write_text(json.dumps(spec))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   TRANSFORMERS_VERBOSITY="error")
+                   TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
         try:
-            proc = subprocess.run([sys.executable, "-c", _CHILD, str(folder), str(inp),
-                                   str(outp)], capture_output=True, text=True,
-                                  timeout=timeout, env=env)
+            proc = subprocess.run([sys.executable, "-c", _CHILD, str(Path(tmp) / "jobs.json")],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
-            raise ExportVerifyError(f"loading {folder} in transformers timed out") from None
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
-        if proc.returncode != 0 or not lines:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportVerifyError(f"transformers could not load {folder}: {tail}")
-        return json.loads(lines[-1][len(MARK):]), load_file(str(outp))["out"]
+            raise ExportVerifyError("loading the folder(s) in transformers timed out") from None
+        results: list[dict[str, Any]] = [{} for _ in jobs]
+        for ln in proc.stdout.splitlines():
+            if ln.startswith(MARK):
+                msg = json.loads(ln[len(MARK):])
+                results[msg.pop("job")].update(msg)
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        for i, r in enumerate(results):
+            if r.get("done"):
+                r["out"] = load_file(spec[i]["out"])["out"]
+            elif "error" not in r:
+                r["error"] = tail
+        return results
 
 
 def check_report(report: dict[str, Any]) -> None:
@@ -126,9 +143,18 @@ def compare(ref: torch.Tensor, got: torch.Tensor, tol: float) -> dict[str, float
     return {"max_abs_diff": diff, "cosine": cos, "tolerance": tol}
 
 
+def check_result(folder: Path, result: dict[str, Any], ref: torch.Tensor,
+                 tol: float) -> dict[str, Any]:
+    """The verdict on one loaded folder: a clean load report first, then the outputs."""
+    if "report" in result:
+        check_report(result["report"])
+    if "error" in result:
+        raise ExportVerifyError(f"transformers could not load or run {folder}: "
+                                f"{result['error']}")
+    return {"loaded_as": result["report"].get("class"), **compare(ref, result["out"], tol)}
+
+
 def verify_folder(folder: Path, ref: torch.Tensor, inputs: dict[str, torch.Tensor],
                   tol: float) -> dict[str, Any]:
     """Load ``folder`` in a fresh transformers process and check it (see module doc)."""
-    report, got = load_in_transformers(folder, inputs)
-    check_report(report)
-    return {"loaded_as": report.get("class"), **compare(ref, got, tol)}
+    return check_result(folder, load_in_transformers([(folder, inputs)])[0], ref, tol)
