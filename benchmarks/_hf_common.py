@@ -11,7 +11,7 @@ from common import _cached, shakespeare
 
 import modelzip as mz
 
-STEPS, BATCH, SEQ, LR = 200, 8, 128, 3e-3
+STEPS, BATCH, SEQ, LR = 120, 8, 128, 3e-3
 
 
 def llama_cfg(vocab: int, hidden: int = 128, layers: int = 4, inter: int = 352,

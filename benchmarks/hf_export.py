@@ -3,7 +3,7 @@ compressed-tensors) beside the .mzip, and outputs through transformers (loaded i
 process) against modelzip's own: max |difference|, cosine, perplexity where trained.
 
 Models: all-MiniLM-L6-v2 (Int8 dynamic W8A8, 4-bit GPTQ), a Llama- and a GPT-2-architecture
-model built from configs and trained 200 steps (batch 8) on Tiny Shakespeare (char level), and a
+model built from configs and trained 120 steps (batch 8) on Tiny Shakespeare (char level), and a
 Llama-architecture model at a representative shape (hidden 512, 8 layers, intermediate
 1536, a multiple of the group size 128 as Llama widths are, vocab 4096 / 32000;
 random init: the byte ratio does not depend on training).
@@ -12,7 +12,6 @@ random init: the byte ratio does not depend on training).
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 from _hf_common import llama_cfg, perplexity, trained, transformers_logits, val_batch
-from common import RESULTS, fmt, write_result
+from common import fmt, write_result
 
 import modelzip as mz
 from modelzip.errors import UnsupportedModelError
@@ -112,26 +111,20 @@ SECTIONS = {"representative": representative, "trained": small_trained, "minilm"
 
 
 def main() -> None:
-    """All sections, or those named on the command line (their rows replace the same
-    models' rows of an earlier run); results are written after each section."""
+    """All sections, or those named on the command line; each section writes its own
+    results file (hf_export_<section>.json), so sections can run as separate processes."""
     torch.set_num_threads(2)
-    names = sys.argv[1:] or list(SECTIONS)
-    old = RESULTS / "hf_export.json"
-    if sys.argv[1:] and old.exists():
-        ROWS.extend(json.loads(old.read_text())["tables"][0]["rows"])
-    for name in names:
+    for name in sys.argv[1:] or list(SECTIONS):
+        ROWS.clear()
         with tempfile.TemporaryDirectory(prefix="mz-hf-bench-") as d:
-            before = len(ROWS)
             SECTIONS[name](Path(d))
-            fresh = ROWS[before:]
-            keep = [r for r in ROWS[:before] if r[0] not in {f[0] for f in fresh}]
-            ROWS[:] = keep + fresh
-        report()
+        report(name)
 
 
-def report() -> None:
+def report(section: str) -> None:
     write_result(
-        "hf_export", "Hugging Face folders out: bytes and outputs through transformers",
+        f"hf_export_{section}", f"Hugging Face folders out ({section}): bytes and outputs "
+        "through transformers",
         [{"title": "bytes of each folder (model.safetensors + config + kept tokenizer files); "
                    "outputs of the compressed-tensors (c-t) folder loaded by transformers in a "
                    "fresh process against modelzip's on the same inputs", "columns": COLS,
@@ -149,7 +142,8 @@ def report() -> None:
                "The .mzip of the h512 rows is written without entropy coding (raw packed "
                "streams, entropy='none') to keep the run short; the others use the default.",
                "Every dense and compressed-tensors folder passed the fresh-process check "
-               "(clean load report, outputs within tolerance) before its bytes were taken."])
+               "(clean load report, outputs within tolerance) before its bytes were taken."],
+        script="hf_export")
 
 
 if __name__ == "__main__":
