@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "modelzip.calib": 2, "modelzip.train": 2, "modelzip.verbs": 2,
     "modelzip.data": 2, "modelzip.zoo": 2, "modelzip.knobs": 2, "modelzip.progress": 2,
     "modelzip.distributed": 2, "modelzip.trust": 5, "modelzip.blockwise": 2,
-    "modelzip.calib_ckpt": 2, "modelzip.devices": 2,
+    "modelzip.calib_ckpt": 2, "modelzip.devices": 2, "modelzip.hf_guard": 2,
     # 3: the .mzip format (never imports a method package); measuring a model's file size
     #    builds its .mzip bytes, so measure sits beside the format
     "modelzip.io": 3, "modelzip.measure": 3,

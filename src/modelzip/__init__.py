@@ -49,6 +49,7 @@ from .nas import SearchResult, SearchSpace, search_architecture
 # files and exports
 from .io.mzip import dumps, load, loads, read_manifest, save
 from .export import export_onnx
+from .export.hf_save import save_pretrained
 
 # pipelines and reports
 from .pipeline import (
@@ -81,7 +82,7 @@ __all__ = [
     "iterative_prune", "WeightOnly", "Int8", "QAT", "Clip", "convert", "Cluster",
     "Distillation", "distill", "distill_recovery", "nas", "search_architecture",
     "SearchSpace", "SearchResult",
-    "save", "load", "dumps", "loads", "read_manifest", "export_onnx",
+    "save", "load", "dumps", "loads", "read_manifest", "export_onnx", "save_pretrained",
     "Recipe", "Requirement", "compress", "CompressionResult", "auto_compress",
     "deep_compression", "prune_until", "sensitivity", "Finetune", "Distill", "Evaluate",
     "Convert", "Report", "report", "trust", "SignatureError",

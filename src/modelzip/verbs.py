@@ -8,11 +8,12 @@ from torch import nn
 
 from .config import Config, handler_for
 from .devices import resolve_device
+from .hf_guard import guard_save_pretrained
 
 
 def _apply(kind: str, model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
     handler_for(cfg, kind)(model, cfg, **ctx)
-    return model
+    return guard_save_pretrained(model)  # transformers' own save would write garbage
 
 
 def prune(model: nn.Module, cfg: Config, *, calib_data: Any = None,
@@ -61,4 +62,4 @@ def apply(model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
     if "device" in ctx:
         resolve_device(ctx["device"])
     handler_for(cfg)(model, cfg, **ctx)
-    return model
+    return guard_save_pretrained(model)

@@ -1,5 +1,6 @@
-"""modelzip export: a .mzip as an ONNX file that keeps its integer weights (verified in
-ONNX Runtime in a fresh process)."""
+"""modelzip export: a .mzip as an ONNX file (verified with onnxruntime) or, for Hugging
+Face models, as a transformers folder (``hf``: dense, ``compressed-tensors``: integer codes
+as vLLM reads them), verified by loading it with transformers in a fresh process."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from .workflow import add_trust_code
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a .mzip to ONNX")
+    p = sub.add_parser("export", help="export a .mzip to ONNX or a Hugging Face folder")
     p.add_argument("file", help="a .mzip file")
-    p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--format", default="onnx", choices=("onnx",) + HF_FORMATS,
+                   help="onnx (default), hf (dense folder) or compressed-tensors (folder)")
+    p.add_argument("--out", required=True, help="output .onnx path, or folder for hf formats")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--data", default=None, help="dataset giving the example input shape")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
     p.add_argument("--opset", type=int, default=17)
     add_trust_code(p)
     p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
@@ -45,7 +48,28 @@ def example_for(arch: Any) -> torch.Tensor:
     return torch.randn(1, kw.get("in_features", 784))
 
 
+HF_FORMATS = ("hf", "compressed-tensors")
+
+
+def run_hf(args: Any) -> int:
+    """Export a .mzip of a Hugging Face model as a verified transformers folder."""
+    from ..export.hf_save import save_pretrained
+    from ..io import hf  # noqa: F401  (registers the "hf" architecture kind)
+
+    model = load(args.file)
+    arch = getattr(model, "_mz_arch", None)
+    if not (isinstance(arch, dict) and arch.get("kind") == "hf"):
+        raise ModelzipError(f"{args.file} does not hold a Hugging Face model: "
+                            "--format hf|compressed-tensors needs one (use --format onnx)")
+    fmt = "dense" if args.format == "hf" else "compressed-tensors"
+    summary = save_pretrained(model, args.out, fmt, overwrite=args.force)
+    emit(args, {"file": args.file, **summary})
+    return 0
+
+
 def run(args: Any) -> int:
+    if args.format in HF_FORMATS:
+        return run_hf(args)
     model = load(args.file, trust_code=args.trust_code)
     if args.data:
         example = next(iter(load_dataset(args.data, args.data_root).test))[0][:1]

@@ -1,4 +1,5 @@
-"""Exporters: compressed models to deployment runtimes (ONNX Runtime).
+"""Exporters: compressed models out of modelzip into deployment runtimes (ONNX Runtime;
+Hugging Face folders, dense or compressed-tensors).
 
 They sit above the method packages (they know every compressed layer) and below the CLI.
 """

@@ -10,6 +10,8 @@ table) - no remote code, no pickle.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,19 @@ import torch
 from torch import nn
 
 from ..errors import FormatError, ModelzipError
+from ..hf_guard import guard_save_pretrained
 from ..pruning.transformer_arch import restore_structure
 
 AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
-                "AutoModelForSequenceClassification")
+                "AutoModelForSequenceClassification", "AutoModelForTokenClassification")
+# small files of a model folder kept in the "hf" record, so that one .mzip exports back
+# to a complete folder (tokenizer, generation settings, sentence-transformers pooling)
+KEPT_FILES = ("config.json", "generation_config.json", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+              "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja",
+              "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+MAX_KEPT_FILE = 4 << 20   # bytes per file
+MAX_KEPT_TOTAL = 8 << 20  # bytes per model
 
 
 def _transformers() -> Any:
@@ -43,9 +54,43 @@ def load_pretrained(path: str | os.PathLike, auto_class: str = "AutoModel") -> n
     model = getattr(tf, auto_class).from_pretrained(str(folder), local_files_only=True,
                                                     trust_remote_code=False)
     model.eval()
-    model._mz_arch = {"kind": "hf", "auto_class": auto_class,
-                      "config": model.config.to_dict()}
-    return model
+    if _is_ctensors(folder):  # codes made by llm-compressor & co become modelzip's codes
+        from ..export.hf_ctensors_in import adopt_ctensors
+
+        adopt_ctensors(model)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    model._mz_arch = {"kind": "hf", "auto_class": auto_class, "config": config,
+                      "files": kept_files(folder)}
+    return guard_save_pretrained(model)
+
+
+def _is_ctensors(folder: Path) -> bool:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    q = cfg.get("quantization_config") if isinstance(cfg, dict) else None
+    return isinstance(q, dict) and q.get("quant_method") == "compressed-tensors"
+
+
+def kept_files(folder: Path) -> dict[str, str]:
+    """The folder's small tokenizer/config files, base64-encoded (size-capped)."""
+    out, total = {}, 0
+    for name in KEPT_FILES:
+        p = folder / name
+        if not p.is_file() or p.stat().st_size > MAX_KEPT_FILE:
+            continue
+        data = p.read_bytes()
+        if name == "config.json":
+            cfg = json.loads(data)
+            cfg.pop("quantization_config", None)  # the record describes the plain model
+            data = json.dumps(cfg, indent=2, sort_keys=True).encode()
+        if total + len(data) > MAX_KEPT_TOTAL:
+            continue
+        total += len(data)
+        out[name] = base64.b64encode(data).decode("ascii")
+    return out
 
 
 def record(model: nn.Module) -> dict[str, Any]:
@@ -86,7 +131,11 @@ def from_record(arch: dict[str, Any]) -> nn.Module:
         restore_structure(model)  # heads/neurons pruned beyond what the config says
     except (ValueError, TypeError, KeyError, ModelzipError) as exc:
         raise FormatError(f"cannot rebuild Hugging Face model: {exc}") from None
-    return model.eval()
+    files = arch.get("files", {})
+    if not isinstance(files, dict) or not all(
+            k in KEPT_FILES and isinstance(v, str) for k, v in files.items()):
+        raise FormatError("bad kept files in the Hugging Face record")
+    return guard_save_pretrained(model.eval())
 
 
 def minilm_path() -> Path:
