@@ -100,6 +100,6 @@ def unpack_rows(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
     """Inverse of :func:`pack_rows`: uint8 codes ``[rows, cols]``."""
     per = 8 // bits
     mask = (1 << bits) - 1
-    shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
     parts = (packed.unsqueeze(-1) >> shifts) & mask
     return parts.reshape(packed.shape[0], -1)[:, :cols] if per > 1 else packed[:, :cols]
