@@ -106,7 +106,7 @@ def test_killed_save_leaves_nothing_after_the_next_save(tmp_path):
     p = tmp_path / "m.mzip"
     code = ("import torch, modelzip as mz\n"
             "m = mz.zoo.lenet300()\n"
-            "while True:\n    mz.save(m, %r, entropy='none')\n" % str(p))
+            f"while True:\n    mz.save(m, {str(p)!r}, entropy='none')\n")
     env = dict(os.environ, PYTHONPATH=str(SRC))
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
