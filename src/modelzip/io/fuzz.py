@@ -165,7 +165,7 @@ def big_int(blob: bytes, rng: random.Random) -> bytes:
     return close_v2(manifest, streams, meta, text[:i] + digits + text[j:])
 
 
-def _zstd_frame(declared: int) -> bytes:
+def zstd_frame(declared: int) -> bytes:
     """A zstd frame whose header declares ``declared`` bytes (one tiny RLE block)."""
     block = 1 | (1 << 1) | (64 << 3)  # last block, RLE, 64 bytes
     return (struct.pack("<IB", 0xFD2FB528, 0xE0) + struct.pack("<Q", declared)
@@ -176,7 +176,7 @@ def zstd_size(blob: bytes, rng: random.Random) -> bytes:
     manifest, streams, meta = open_v2(blob)
     i = rng.randrange(len(streams))
     manifest["streams"][i][0] = "zstd"
-    streams[i] = _zstd_frame(rng.choice((1 << 40, 8 << 30, 1 << 33, 64, 1 << 63)))
+    streams[i] = zstd_frame(rng.choice((1 << 40, 8 << 30, 1 << 33, 64, 1 << 63)))
     return close_v2(manifest, streams, meta)
 
 
