@@ -7,6 +7,7 @@ export leaves nothing behind.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -59,6 +60,20 @@ def _tolerance(model: nn.Module, inputs: dict, ref: Any) -> tuple[float, float |
     return TOLERANCE + 3 * act_err, act_err
 
 
+def _plain_layers(model: nn.Module) -> nn.Module:
+    """Packed weight-only layers as plain layers holding the same codes (a copy; the
+    caller's model stays packed): the writers read codes, scales and zero points there."""
+    from ..quantization.packed_convert import PackedBase, unpack_model
+
+    if not any(isinstance(m, PackedBase) for m in model.modules()):
+        return model
+    plain = unpack_model(copy.deepcopy(model))
+    for attr in ("_mz_arch", "save_pretrained"):
+        if attr in model.__dict__:
+            plain.__dict__[attr] = model.__dict__[attr]
+    return plain
+
+
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "dense", *,
                     verify: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write ``model`` (a transformers model, compressed or not) as a Hugging Face folder.
@@ -73,6 +88,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "
         raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
     folder = Path(folder)
     _check_target(folder, overwrite)
+    model = _plain_layers(model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
