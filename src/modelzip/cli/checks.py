@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -234,8 +235,9 @@ def not_compressed(path: str) -> None:
 
 def check_storage(url: str) -> None:
     """An Optuna storage URL with a known scheme; a SQLite file's folder must exist."""
-    if not url.startswith(STORAGE_SCHEMES):
-        raise ConfigError(f"--storage {url!r}: expected sqlite:///FILE, postgresql://..., "
+    if not url.startswith((*STORAGE_SCHEMES, "postgres://")):
+        shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)  # never echo a password
+        raise ConfigError(f"--storage {shown!r}: expected sqlite:///FILE, postgresql://..., "
                           "mysql://... or journal:///FILE")
     for scheme in ("sqlite:///", "journal:///"):
         if url.startswith(scheme):
