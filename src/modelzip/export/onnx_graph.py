@@ -49,6 +49,18 @@ def _export_once(model: nn.Module, inputs: Inputs, path: Path, *, level: int,
     return plan
 
 
+def plain_layers(model: nn.Module) -> nn.Module:
+    """Packed weight-only layers as plain layers with the same codes (a copy: the caller's
+    model stays packed); the integer forms are built from codes, scales and zero points."""
+    import copy
+
+    from ..quantization.packed_convert import PackedBase, unpack_model
+
+    if not any(isinstance(m, PackedBase) for m in model.modules()):
+        return model
+    return unpack_model(copy.deepcopy(model))
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, *,
                 accuracy_level: int | None = None, fp16: bool = False,
                 int8_activations: str = "token", opset: int = OPSET, check: bool = True,
@@ -64,6 +76,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, 
     """
     if not isinstance(model, nn.Module):
         raise ModelzipError(f"export_onnx needs an nn.Module, got {type(model).__name__}")
+    model = plain_layers(model)
     if accuracy_level not in (None, 0, 1, 2, 3, 4):
         raise ModelzipError("accuracy_level must be None or one of 0, 1, 2, 3, 4")
     if int8_activations not in ("token", "tensor"):
