@@ -64,8 +64,10 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (d / "folder").mkdir()
     (d / "hf").mkdir()
     (d / "hf" / "config.json").write_text("{not json")
+    (d / "hf2").mkdir()
+    (d / "hf2" / "config.json").write_text('{"model_type": "bert"}')
     out = {k: str(d / k) for k in [*files, "plain.mzip", "conv.mzip", "small.mzip",
-                                   "wrong.safetensors", "folder", "hf"]}
+                                   "wrong.safetensors", "folder", "hf", "hf2"]}
     out["dir"] = str(d)
     return out
 
@@ -144,6 +146,8 @@ def _cases() -> list[tuple[str, list[str]]]:
               "tests.test_cli_malformed:not_a_model", "tests.test_cli_malformed:needs_args",
               "bad::spec", "resnet_huge", "{folder}", "{dir}/missing.mzip", "{bin.mzip}",
               "{hf}"]
+    add("--model", [["compress", "--model", h, "--data", "sentences", "--recipe",
+                     "int8-dynamic", "--out", "{dir}/o.mzip"] for h in ("{hf}", "{hf2}")])
     add("--model", [["compress", "--model", m, "--recipe", "int8-dynamic",
                      "--out", "{dir}/o.mzip"] for m in models])
     add("--model", [["auto", "--model", m, "--out", "{dir}/o.mzip"]
@@ -221,7 +225,7 @@ def test_at_least_100_cases() -> None:
 def test_malformed_in_process(family: str, argv: list[str], fx: dict[str, str],
                               capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELZIP_NO_PROGRESS", "1")
+    monkeypatch.delenv("MODELZIP_NO_PROGRESS", raising=False)  # status lines are on
     monkeypatch.chdir(ROOT)  # so tests.* factories import as they would for a user here
     monkeypatch.delenv("MODELZIP_DEBUG", raising=False)
     rc = run_main(_fill(argv, fx))
@@ -245,8 +249,9 @@ SUBPROCESS = [  # a few through a real process: the installed entry point, no tr
 
 @pytest.mark.parametrize("argv", SUBPROCESS, ids=[" ".join(a)[:60] for a in SUBPROCESS])
 def test_malformed_subprocess(argv: list[str], fx: dict[str, str]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MODELZIP_NO_PROGRESS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("MODELZIP_DEBUG", None)
+    env.pop("MODELZIP_NO_PROGRESS", None)
     p = subprocess.run([sys.executable, "-m", "modelzip", *_fill(argv, fx)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=120)
     lines = p.stderr.strip("\n").split("\n")
@@ -274,7 +279,7 @@ def test_json_stdout_status_stderr_one_size(fx: dict[str, str],
     assert payload["file_bytes"] == size
     assert payload["ratio"] == pytest.approx(payload["fp32_bytes"] / size)
     assert "estimate" in payload["bytes_note"]
-    for phase in ("loading data", "compressing with recipe", "attempt 1", "saving"):
+    for phase in ("loaded data", "compressing with recipe", "attempt 1", "saving"):
         assert phase in stderr
     page = Path(rep).read_text()
     assert f"file bytes</td><td>{size:,}<" in page

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import sysconfig
@@ -40,6 +41,8 @@ INPUT_FILES = {"file": "a .mzip file", "baseline": "a .mzip file",
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+",
                    "journal:///")
 FOLDER_OUTPUTS = {"demo"}
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+              "pytorch_model.bin.index.json")
 FOLDER_FORMATS = {"hf", "compressed-tensors"}
 
 
@@ -314,6 +317,15 @@ def model_folder(path: str) -> None:
         raise ConfigError(f"--model {path} is a folder without config.json: a Hugging Face "
                           "model folder needs config.json and its weights; otherwise give a "
                           "zoo name, a .mzip file or package.module:factory")
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--model {path}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--model {path}: config.json is not a JSON object")
+    if not any((p / w).is_file() for w in HF_WEIGHTS):
+        raise ConfigError(f"--model {path}: a Hugging Face folder with config.json but no "
+                          f"weights ({' or '.join(HF_WEIGHTS[:2])})")
 
 
 def input_shape(model: nn.Module) -> str:

@@ -70,15 +70,14 @@ def resolve(args: Any, progress: bool = True) -> Job:
         checks.model_folder(args.model)
     if Path(args.model).is_dir() or args.data == "sentences":
         return _hf_job(args, progress)
-    note(f"loading data {args.data}", progress=progress)
     split = load_dataset(args.data, args.data_root)
-    note(f"building model {args.model}", progress=progress)
     model = _build(args.model, split, args.trust_code)
     if args.weights:
-        note(f"loading weights {args.weights}", progress=progress)
         _load_weights(model, args.weights)
     calib = [b for _, b in zip(range(8), split.train)]
-    checks.fits(model, calib[0][0], args.data)
+    checks.fits(model, calib[0][0], args.data)  # status lines start once the input is sound
+    note(f"loaded data {args.data} and model {args.model}"
+         + (f" with weights {args.weights}" if args.weights else ""), progress=progress)
     if not args.weights and args.model in zoo.names():
         epochs = args.train_epochs or TRAIN_EPOCHS.get(args.data, 10)
         note(f"no --weights: training {args.model} on {args.data} for {epochs} epochs first",
