@@ -29,7 +29,14 @@ from ..errors import FormatError
 from .manifest import check_shape, need
 
 MIN_ARCH, ARCH_PER_BYTE = 1 << 24, 256
-MAX_MODULES = 1 << 16
+MAX_MODULES = 1 << 13
+# torch.nn.init functions made no-ops while probing: on the meta device they only cost
+# time (each goes through torch's reference implementations, ~1 ms per call)
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "xavier_uniform_",
+                   "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "uniform",
+                   "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform",
+                   "kaiming_normal", "ones_", "zeros_", "orthogonal_", "eye_", "dirac_",
+                   "sparse_")
 DECLARED_PER_PARAM, DECLARED_SLACK = 3, 1 << 16
 
 
@@ -59,11 +66,20 @@ def bounded_build(limit: int, what: str = "the recorded architecture") -> Iterat
     handles = [torch_module.register_module_parameter_registration_hook(on_tensor),
                torch_module.register_module_buffer_registration_hook(on_tensor),
                torch_module.register_module_module_registration_hook(on_module)]
+    saved = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCTIONS if hasattr(torch.nn.init, n)}
+    for n in saved:
+        setattr(torch.nn.init, n, _skip_init)
     try:
         yield count
     finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
         for h in handles:
             h.remove()
+
+
+def _skip_init(tensor: Any = None, *args: Any, **kwargs: Any) -> Any:
+    return tensor
 
 
 def numel(model: nn.Module) -> int:
