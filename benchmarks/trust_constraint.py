@@ -79,7 +79,7 @@ def compress_part(base: torch.nn.Module, data: Any, case: float) -> dict[str, An
     rows = [final_row("max_drop only", base, plain, data.test),
             final_row(f"max_drop + max_class_drop {MAX_CLASS_DROP}", base, held, data.test)]
     attempts = [[h["stage"], setting(h.get("config")), fmt(100 * h["metric"], 2),
-                 "yes" if h["passed"] else "no", "; ".join(h.get("constraints_failed", []))]
+                 "yes" if h["passed"] else "no", "; ".join(h.get("failed", []))]
                 for h in held.history]
     return {"rows": rows, "attempts": attempts}
 

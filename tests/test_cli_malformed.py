@@ -164,6 +164,9 @@ def _cases() -> list[tuple[str, list[str]]]:
                    ["eval", "{plain.mzip}", "--data", "sentences", "--tokenizer", "{bin.txt}"],
                    [*TRAIN, "--data", "imagenet"], [*TRAIN, "--model", "nosuchnet"],
                    ["search", "--data", "imagenet", "--storage", "sqlite:///{dir}/s.db"]])
+    # --device: unknown, or a CUDA device this machine does not have
+    add("--device", [[*COMPRESS, "--device", "tpu9"], [*COMPRESS, "--device", "cuda:99"],
+                     [*AUTO, "--device", "quantum"], [*TRAIN, "--device", "cuda:99"]])
     # --storage
     add("--storage", [[*AUTO, "--storage", s] for s in
                       ("foo://x", "sqlite:///{dir}/nowhere/x.db", "just-a-path",

@@ -6,9 +6,13 @@ compute there, and move it back (see :mod:`modelzip.blockwise`).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch import nn
 
 from .errors import ConfigError
 
@@ -37,3 +41,30 @@ def resolve_device(device: Any = "cpu") -> torch.device:
     elif dev.type != "cpu":
         raise ConfigError(f"device {device!r} is not supported: use 'cpu', 'cuda' or 'auto'")
     return dev
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module``'s first parameter (or buffer) lives; CPU for an empty module."""
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def placed(device: Any, *modules: nn.Module) -> Iterator[torch.device | None]:
+    """Run the ``with`` body with ``modules`` on ``device`` and move each back to where it
+    was afterwards (also on error). ``device=None`` leaves them where they are (yields
+    None). Models live on the CPU between steps; training and evaluation borrow the
+    device for their duration."""
+    if device is None:
+        yield None
+        return
+    dev = resolve_device(device)
+    homes = [module_device(m) for m in modules]
+    try:
+        for m in modules:
+            m.to(dev)
+        yield dev
+    finally:
+        for m, home in zip(modules, homes, strict=True):
+            m.to(home)

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import logits_of, split_batch
+from .batches import logits_of, split_batch, to_device
 from .config import Config, ConfigError, check_choice, check_range, register
+from .devices import placed
 from .ops import kd
 from .train import LossFn, fit, task_loss
 
@@ -179,13 +180,14 @@ def distill(student: nn.Module, teacher: nn.Module, train_data: Iterable[Any],
             cfg: Distillation | None = None, *, epochs: float, lr: float,
             loss: LossFn | None = None, evaluate: Callable[[nn.Module], float] | None = None,
             patience: int = 2, weight_decay: float = 0.0, schedule: str = "cosine",
-            progress: bool = True) -> nn.Module:
+            progress: bool = True, device: Any = None) -> nn.Module:
     """Train ``student`` in place on ``teacher``'s soft targets; returns the student.
 
     The teacher runs in eval mode without gradients and is never modified (its mode is
     restored afterwards). ``loss`` is the hard-label loss (cross-entropy by default).
     ``evaluate(student)`` (higher is better) enables early stopping with ``patience``.
     Masks and quantization codes of the student stay fixed, as in ``mz.finetune``.
+    ``device``: student and teacher move there for the run and back afterwards.
     """
     cfg = Distillation() if cfg is None else cfg
     if not isinstance(cfg, Distillation):
@@ -196,16 +198,18 @@ def distill(student: nn.Module, teacher: nn.Module, train_data: Iterable[Any],
     was_training = teacher.training
     teacher.eval()
     try:
-        projections = _build_projections(student, teacher, cfg, _peek(train_data)) \
-            if pairs else []
-        wrapper = _Student(student, projections)
-        with _recording(student, [s for s, _ in pairs], "student") as fs, \
-                _recording(teacher, [t for _, t in pairs], "teacher") as ft:
-            step = _step_loss(teacher, cfg, hard_fn, pairs, fs, ft)
-            fit(wrapper, train_data, epochs=epochs, lr=lr, step_loss=step,
-                weight_decay=weight_decay, schedule=schedule, progress=progress,
-                desc="distill", patience=patience,
-                evaluate=(lambda w: evaluate(w.student)) if evaluate else None)
+        with placed(device, student, teacher) as dev:
+            projections = _build_projections(student, teacher, cfg,
+                                             to_device(_peek(train_data), dev)) \
+                if pairs else []
+            wrapper = _Student(student, projections)
+            with _recording(student, [s for s, _ in pairs], "student") as fs, \
+                    _recording(teacher, [t for _, t in pairs], "teacher") as ft:
+                step = _step_loss(teacher, cfg, hard_fn, pairs, fs, ft)
+                fit(wrapper, train_data, epochs=epochs, lr=lr, step_loss=step,
+                    weight_decay=weight_decay, schedule=schedule, progress=progress,
+                    desc="distill", patience=patience, device=dev,
+                    evaluate=(lambda w: evaluate(w.student)) if evaluate else None)
     finally:
         teacher.train(was_training)
     return student

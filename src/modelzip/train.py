@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import forward, logits_of
+from .batches import forward, logits_of, take, to_device
 from .config import ConfigError
+from .devices import module_device, placed
 from .distributed import ddp
 from .errors import ModelzipError
 from .progress import bar as progress_bar
@@ -48,7 +49,7 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
         schedule: str = "cosine", progress: bool = True, desc: str = "train",
         on_epoch: Callable[[int], bool | None] | None = None,
         evaluate: Callable[[nn.Module], float] | None = None,
-        patience: int = 2) -> nn.Module:
+        patience: int = 2, device: Any = None) -> nn.Module:
     """The one training loop: Adam(W), optional cosine decay, masks kept fixed.
 
     ``step_loss(model, batch)`` returns the loss of one batch, or a dict of named
@@ -57,49 +58,64 @@ def fit(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
     ``on_epoch(i)`` returning True stops early. ``evaluate(model)`` (higher is better,
     e.g. validation accuracy) runs after each epoch: training stops after ``patience``
     epochs without improvement and the best weights seen are restored.
+    ``device`` ("cpu", "cuda", "auto"): the model moves there for the run and back to
+    where it was afterwards; batches follow it.
     Under torchrun it trains data-parallel (see :mod:`modelzip.distributed.ddp`): the
     model is wrapped in DDP, each rank takes its share of every batch, and the result
     equals one process with the same global batch.
     """
     check_schedule(epochs, lr)
-    n_batches = len(data) if hasattr(data, "__len__") else None
-    total = math.ceil(epochs * n_batches) if n_batches else None
-    opt, sched = _optimiser(model, lr, weight_decay, schedule, total)
-    dp = ddp.init_from_env()  # torchrun: DDP, each rank a weighted share of every batch
-    net, data = (ddp.wrap(model), ddp.Sharded(data)) if dp else (model, data)
-    progress = progress and ddp.is_main()
-    stopper = _EarlyStop(model, ddp.agreed(evaluate), patience) if evaluate is not None \
-        else None
-    model.train()
-    step = 0
-    bar = progress_bar(total=total, desc=desc, progress=progress, unit="batch")
-    try:
-        for epoch in range(math.ceil(epochs)):
-            running: dict[str, float] = {}
-            for n, batch in enumerate(data):
-                if total is not None and step >= total:
+    with placed(device, model) as dev:
+        n_batches = len(data) if hasattr(data, "__len__") else None
+        total = math.ceil(epochs * n_batches) if n_batches else None
+        opt, sched = _optimiser(model, lr, weight_decay, schedule, total)
+        dp = ddp.init_from_env(dev)  # torchrun: DDP, each rank a weighted share of a batch
+        net, data = (ddp.wrap(model), ddp.Sharded(data)) if dp else (model, data)
+        stopper = _EarlyStop(model, ddp.agreed(evaluate), patience) \
+            if evaluate is not None else None
+        bar = progress_bar(total=total, desc=desc, progress=progress and ddp.is_main(),
+                           unit="batch")
+        model.train()
+        try:
+            step = 0
+            for epoch in range(math.ceil(epochs)):
+                step = _epoch(net, model, data, step_loss, opt, sched, bar, (step, total),
+                              epoch, dp, dev)
+                stop = stopper is not None and stopper(epoch, bar)
+                if (on_epoch is not None and on_epoch(epoch)) or stop:
                     break
-                batch, weight = batch if dp else (batch, 1.0)
-                loss = _named(step_loss(net, batch), running, n) * weight
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                mask_gradients(model)
-                opt.step()
-                enforce_masks(model)
-                if sched:
-                    sched.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, epoch=epoch + 1)
-            stop = stopper is not None and stopper(epoch, bar)
-            if (on_epoch is not None and on_epoch(epoch)) or stop:
-                break
-    finally:
-        bar.close()
-        if stopper is not None:
-            stopper.restore()
-        model.eval()
+        finally:
+            bar.close()
+            if stopper is not None:
+                stopper.restore()
+            model.eval()
     return model
+
+
+def _epoch(net: nn.Module, model: nn.Module, data: Iterable[Any],
+           step_loss: Callable[[nn.Module, Any], StepLoss], opt: torch.optim.Optimizer,
+           sched: Any, bar: Any, steps: tuple[int, int | None], epoch: int, dp: bool,
+           dev: torch.device | None) -> int:
+    """One pass over ``data``; ``steps`` = (steps so far, the run's total or None): stops
+    at the total. Returns the steps taken so far."""
+    step, total = steps
+    running: dict[str, float] = {}
+    for n, batch in enumerate(data):
+        if total is not None and step >= total:
+            break
+        batch, weight = batch if dp else (batch, 1.0)
+        loss = _named(step_loss(net, to_device(batch, dev)), running, n) * weight
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        mask_gradients(model)
+        opt.step()
+        enforce_masks(model)
+        if sched:
+            sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, epoch=epoch + 1)
+    return step
 
 
 def _optimiser(model: nn.Module, lr: float, weight_decay: float, schedule: str,
@@ -162,10 +178,11 @@ class _EarlyStop:
 def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
           loss: LossFn | None = None, weight_decay: float = 0.0, schedule: str = "cosine",
           progress: bool = True, evaluate: Callable[[nn.Module], float] | None = None,
-          patience: int = 2, desc: str = "train") -> nn.Module:
+          patience: int = 2, desc: str = "train", device: Any = None) -> nn.Module:
     """Train ``model`` in place on ``data`` (cross-entropy unless ``loss`` is given).
 
     With ``evaluate`` (higher is better), stops early and keeps the best weights (see fit).
+    ``device``: where to train (the model returns to where it was afterwards).
     """
     loss_fn = loss or task_loss
 
@@ -175,7 +192,7 @@ def train(model: nn.Module, data: Iterable[Any], *, epochs: float, lr: float,
 
     return fit(model, data, epochs=epochs, lr=lr, step_loss=step_loss,
                weight_decay=weight_decay, schedule=schedule, progress=progress,
-               evaluate=evaluate, patience=patience, desc=desc)
+               evaluate=evaluate, patience=patience, desc=desc, device=device)
 
 
 def finetune(model: nn.Module, train_data: Iterable[Any], *, epochs: float, lr: float,
@@ -189,15 +206,19 @@ def finetune(model: nn.Module, train_data: Iterable[Any], *, epochs: float, lr: 
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: Iterable[Any], *, progress: bool = False) -> float:
-    """Top-1 accuracy in [0, 1] over ``data``."""
+def accuracy(model: nn.Module, data: Iterable[Any], *, progress: bool = False,
+             device: Any = None) -> float:
+    """Top-1 accuracy in [0, 1] over ``data`` (batches follow the model to its device;
+    ``device`` moves the model there for the evaluation and back)."""
     model.eval()
     right = total = 0
-    for batch in progress_bar(data, desc="eval", progress=progress):
-        out, target = forward(model, batch)
-        pred = logits_of(out).argmax(-1)
-        right += (pred == target).sum().item()
-        total += target.numel()
+    with placed(device, model):
+        dev = module_device(model)
+        for batch in progress_bar(data, desc="eval", progress=progress):
+            out, target = forward(model, batch, dev)
+            pred = logits_of(out).argmax(-1)
+            right += (pred == target).sum().item()
+            total += target.numel()
     if total == 0:
         raise ModelzipError("accuracy() got no labelled examples")
     return right / total
@@ -205,19 +226,20 @@ def accuracy(model: nn.Module, data: Iterable[Any], *, progress: bool = False) -
 
 @torch.no_grad()
 def perplexity(model: nn.Module, data: Iterable[Any], *, progress: bool = False,
-               max_batches: int | None = None) -> float:
-    """exp(mean next-token cross-entropy) over ``data`` (token-weighted)."""
+               max_batches: int | None = None, device: Any = None) -> float:
+    """exp(mean next-token cross-entropy) over ``data`` (token-weighted; devices as for
+    :func:`accuracy`)."""
     model.eval()
     nll = 0.0
     count = 0
-    for i, batch in enumerate(progress_bar(data, desc="ppl", progress=progress)):
-        if max_batches is not None and i >= max_batches:
-            break
-        out, target = forward(model, batch)
-        logits = logits_of(out)
-        nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               reduction="sum").item()
-        count += target.numel()
+    with placed(device, model):
+        dev = module_device(model)
+        for batch in take(progress_bar(data, desc="ppl", progress=progress), max_batches):
+            out, target = forward(model, batch, dev)
+            logits = logits_of(out)
+            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                   reduction="sum").item()
+            count += target.numel()
     if count == 0:
         raise ModelzipError("perplexity() got no tokens")
     return math.exp(nll / count)

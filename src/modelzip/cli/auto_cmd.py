@@ -51,7 +51,7 @@ def execute(args: Any, write: bool = True, sampler_seed: int = 0) -> int:
                         relative=args.relative, objective=args.objective, trials=args.trials,
                         storage=args.storage, study=args.study, train_data=job.train_data,
                         calib_data=job.calib_data, progress=not args.no_progress,
-                        seed=sampler_seed)
+                        seed=sampler_seed, device=args.device)
     if not write:
         return 0
     if not res.met:

@@ -49,7 +49,7 @@ def run(args: Any) -> int:
     res = compress(job.model, recipe, evaluate=job.evaluate, train_data=job.train_data,
                    calib_data=job.calib_data, max_drop=args.max_drop, relative=args.relative,
                    mode=args.mode, time_budget=args.time_budget, per_layer=args.per_layer,
-                   save_best=args.out, progress=progress,
+                   save_best=args.out, progress=progress, device=args.device,
                    constraints=constraints_from_args(args) or None, eval_data=job.eval_data)
     note(f"saving {args.out}", progress=progress)
     size = save(res.model, args.out, info={"recipe": recipe.name, "metric": job.metric_name,

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from .. import zoo
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..io.mzip import save
 from ..train import accuracy, perplexity, train
@@ -21,6 +22,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=float, default=10)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where to train")
     p.add_argument("--out", required=True, help="output .mzip path")
     p.add_argument("--no-progress", action="store_true")
     add_json(p)
@@ -31,11 +33,14 @@ def run(args: Any) -> int:
     if args.epochs <= 0 or args.lr <= 0:
         raise ConfigError("--epochs and --lr must be positive")
     torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
     split = load_dataset(args.data, args.data_root)
     model = zoo_for_data(args.model, split)
-    train(model, split.train, epochs=args.epochs, lr=args.lr, progress=not args.no_progress)
+    train(model, split.train, epochs=args.epochs, lr=args.lr, progress=not args.no_progress,
+          device=device)
     lm = args.model == "tiny_gpt"
-    metric = perplexity(model, split.test) if lm else accuracy(model, split.test)
+    metric = perplexity(model, split.test, device=device) if lm else \
+        accuracy(model, split.test, device=device)
     size = save(model, args.out, info={"dataset": args.data})
     emit(args, {"model": args.model, "data": args.data,
                 "perplexity" if lm else "accuracy": metric, "file": args.out, "bytes": size})

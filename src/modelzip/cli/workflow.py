@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import data as mzdata
 from .. import zoo
+from ..devices import resolve_device
 from ..distributed.ddp import agreed
 from ..errors import ConfigError, ModelzipError
 from ..io.arch import from_factory
@@ -57,6 +58,9 @@ def add_model_args(p: Any) -> None:
     p.add_argument("--train-epochs", type=float, default=None,
                    help="epochs to train a zoo model that has no --weights")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or auto: where training, calibration and evaluation "
+                        "compute (the model stays on the CPU between steps)")
     p.add_argument("--tokenizer", default=None,
                    help="Hugging Face tokenizer folder for --data sentences (default: the "
                         "model's folder, else all-MiniLM-L6-v2's)")
@@ -66,6 +70,7 @@ def add_model_args(p: Any) -> None:
 def resolve(args: Any, progress: bool = True) -> Job:
     """Build the Job described by the model/data arguments."""
     torch.manual_seed(args.seed)
+    device = resolve_device(args.device)  # a missing CUDA device is refused up front
     if Path(args.model).is_dir():
         checks.model_folder(args.model)
     if Path(args.model).is_dir() or args.data == "sentences":
@@ -82,14 +87,14 @@ def resolve(args: Any, progress: bool = True) -> Job:
         epochs = args.train_epochs or TRAIN_EPOCHS.get(args.data, 10)
         note(f"no --weights: training {args.model} on {args.data} for {epochs} epochs first",
              progress=progress)
-        train(model, split.train, epochs=epochs, lr=1e-3, progress=progress)
+        train(model, split.train, epochs=epochs, lr=1e-3, progress=progress, device=device)
     lm = "vocab_size" in mzdata.info(split)
     if lm:
         def evaluate(m: nn.Module) -> float:
-            return -perplexity(m, split.test)
+            return -perplexity(m, split.test, device=device)
     else:
         def evaluate(m: nn.Module) -> float:
-            return accuracy(m, split.test)
+            return accuracy(m, split.test, device=device)
     calib = [b for _, b in zip(range(8), split.train)]
     # under torchrun every rank must take the same accept / back-off decision
     return Job(model, agreed(evaluate), "-perplexity" if lm else "accuracy", split.train,

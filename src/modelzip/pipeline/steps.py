@@ -51,10 +51,11 @@ def _need(train_data: Any, what: str) -> None:
 
 
 def _finetune(model: nn.Module, cfg: Finetune, *, train_data: Any = None,
-              progress: bool = True, label: str = "", **_: Any) -> None:
+              progress: bool = True, label: str = "", device: Any = None, **_: Any) -> None:
     _need(train_data, "finetune")
     finetune(model, train_data, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-             progress=progress, desc=f"{label}: fine-tune" if label else "fine-tune")
+             progress=progress, desc=f"{label}: fine-tune" if label else "fine-tune",
+             device=device)
 
 
 @register(_finetune)
@@ -73,13 +74,14 @@ class Finetune(StepConfig):
 
 
 def _distill(model: nn.Module, cfg: Distill, *, train_data: Any = None,
-             teacher: nn.Module | None = None, progress: bool = True, **_: Any) -> None:
+             teacher: nn.Module | None = None, progress: bool = True, device: Any = None,
+             **_: Any) -> None:
     _need(train_data, "distill")
     if teacher is None:
         raise ConfigError("the recipe's 'distill' step needs a teacher")
     kd = Distillation(temperature=cfg.temperature, alpha=cfg.alpha, loss=cfg.loss)
     distill(model, teacher, train_data, kd, epochs=cfg.epochs, lr=cfg.lr,
-            weight_decay=cfg.weight_decay, progress=progress)
+            weight_decay=cfg.weight_decay, progress=progress, device=device)
 
 
 @register(_distill)
