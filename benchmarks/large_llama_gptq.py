@@ -203,6 +203,7 @@ STAGES = {
                                    kill_at=KILL_AFTER),
     "full_resumed": lambda: _launch("full_resumed", 22, ckpt=WORK / "ckpt22", save=True,
                                     limit_s=float(os.environ.get("LIMIT_S", "1e9"))),
+    "full_straight": lambda: _launch("full_straight", 22, save=True),
     "small_killed": lambda: _launch("small_killed", SMALL_DEPTH,
                                     ckpt=_fresh(WORK / "ckpt_small"), kill_at=SMALL_KILL),
     "small_resumed": lambda: _launch("small_resumed", SMALL_DEPTH, ckpt=WORK / "ckpt_small",
@@ -276,15 +277,21 @@ def _verdicts(d: dict, limit_mb: float) -> list[str]:
                       "time)" if "stopped_after_s" in res else "") + ".")
         if done < 22:
             out.append(f"EXTRAPOLATION (not measured): 22 blocks x median {med:.0f} s per "
-                       f"block = {22 * med / 60:.0f} min of blocks on 2 shared cores (load "
-                       "average 7-12 from other jobs during the run).")
+                       f"block = {22 * med / 60:.0f} min of blocks on 2 shared cores.")
+    a, b = d.get("full_resumed", {}), d.get("full_straight", {})
+    if a.get("sha256") and b.get("sha256"):
+        same = a["sha256"] == b["sha256"]
+        out.append(f"22 layers, killed after block {KILL_AFTER} and resumed vs uninterrupted: "
+                   f"files {'bit-identical' if same else 'DIFFER'} (sha256 "
+                   f"{a['sha256'][:16]} / {b['sha256'][:16]}); uninterrupted run "
+                   f"{b.get('wall_s', 0):.0f} s wall, quantize {b.get('quantize_s', 0):.0f} s, "
+                   f"peak RSS {b.get('rss_peak_mb', 0):.0f} MiB.")
     a, b = d.get("small_resumed", {}), d.get("small_straight", {})
     if a.get("sha256") and b.get("sha256"):
         same = a["sha256"] == b["sha256"]
         out.append(f"{SMALL_DEPTH} layers, killed after block {SMALL_KILL} and resumed vs "
                    f"uninterrupted: files {'bit-identical' if same else 'DIFFER'} "
-                   f"(sha256 {a['sha256'][:16]}); the 22-layer uninterrupted twin was not "
-                   "run (two full runs do not fit the session).")
+                   f"(sha256 {a['sha256'][:16]}).")
     for dt in ("bf16", "fp32"):
         o, n = d.get(f"old_2_{dt}", {}), d.get(f"new_2_{dt}", {})
         if "quantize_s" in n:
