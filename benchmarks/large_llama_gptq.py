@@ -204,6 +204,10 @@ STAGES = {
     "full_resumed": lambda: _launch("full_resumed", 22, ckpt=WORK / "ckpt22", save=True,
                                     limit_s=float(os.environ.get("LIMIT_S", "1e9"))),
     "full_straight": lambda: _launch("full_straight", 22, save=True),
+    # every block from the killed-and-resumed run's checkpoints, written by this code: the
+    # file the kill + resume produced, comparable byte for byte with full_straight's
+    "full_resumed_resave": lambda: _launch("full_resumed_resave", 22, ckpt=WORK / "ckpt22",
+                                           save=True),
     "small_killed": lambda: _launch("small_killed", SMALL_DEPTH,
                                     ckpt=_fresh(WORK / "ckpt_small"), kill_at=SMALL_KILL),
     "small_resumed": lambda: _launch("small_resumed", SMALL_DEPTH, ckpt=WORK / "ckpt_small",
@@ -278,7 +282,7 @@ def _verdicts(d: dict, limit_mb: float) -> list[str]:
         if done < 22:
             out.append(f"EXTRAPOLATION (not measured): 22 blocks x median {med:.0f} s per "
                        f"block = {22 * med / 60:.0f} min of blocks on 2 shared cores.")
-    a, b = d.get("full_resumed", {}), d.get("full_straight", {})
+    a, b = d.get("full_resumed_resave", d.get("full_resumed", {})), d.get("full_straight", {})
     if a.get("sha256") and b.get("sha256"):
         same = a["sha256"] == b["sha256"]
         out.append(f"22 layers, killed after block {KILL_AFTER} and resumed vs uninterrupted: "

@@ -283,11 +283,13 @@ def _shard(batches: list[Any]) -> list[Any]:
 
 def run(model: nn.Module, data: Iterable[Any], layers: dict[str, nn.Module],
         method: Method, *, device: Any = "cpu", checkpoint_dir: Any = None,
-        config: dict[str, Any] | None = None) -> list[str]:
+        config: dict[str, Any] | None = None, rebuild_weights: bool = True) -> list[str]:
     """Calibrate and compress ``layers`` (fqn -> module of ``model``) block by block.
 
     Returns the fqns of layers that never saw an input (left to the caller).
-    ``config`` (JSON-able) identifies the run in checkpoints.
+    ``config`` (JSON-able) identifies the run in checkpoints. ``rebuild_weights=False``
+    leaves finished layers holding only their codes (a caller that packs them next needs
+    no dequantized copy: at the end of a large run that copy is the peak of memory).
     """
     if data is None:
         raise DataError("this method needs calib_data (an iterable of batches)")
@@ -309,7 +311,8 @@ def run(model: nn.Module, data: Iterable[Any], layers: dict[str, nn.Module],
         try:
             return _blocks(model, blocks, mine, layers, method, dev, ckpt)
         finally:
-            rebuild(model)
+            if rebuild_weights:
+                rebuild(model)
 
 
 def _blocks(model: nn.Module, blocks: list[tuple[str, nn.Module]], batches: list[Any],

@@ -131,7 +131,8 @@ def _calibrated(model: nn.Module, cfg: WeightOnly, ctx: dict[str, Any], solve: A
     data = ctx.get("calib_data")
     missing = run(model, None if data is None else take(data, cfg.max_batches), chosen,
                   method, device=ctx.get("device", "cpu"),
-                  checkpoint_dir=ctx.get("checkpoint_dir"), config=cfg.to_dict())
+                  checkpoint_dir=ctx.get("checkpoint_dir"), config=cfg.to_dict(),
+                  rebuild_weights=not cfg.packed)  # packing reads the codes only
     _rtn(model, cfg, skip=set(chosen) - set(missing))
 
 
