@@ -17,7 +17,13 @@ from torch import nn
 from .. import state
 from ..errors import FormatError, ModelzipError
 from . import arch as arch_records
-from .bounds import arch_limit, bounded_build, check_declared, numel
+from .bounds import (
+    arch_limit,
+    bounded_build,
+    check_declared,
+    numel,
+    parameters_uninitialised,
+)
 from .consistency import check_consistent, check_forward
 from .manifest import MAX_NUMEL, SELF_CONTAINED, SHAPE_ATTRS, Contents, need, split_key
 from .reader import decode_tensors
@@ -225,7 +231,8 @@ def restore(contents: Contents, model: nn.Module | None = None, *,
     tensors, params, widths = decode_tensors(manifest, contents.streams)
     try:
         if model is None:
-            model = arch_records.build(manifest["arch"])
+            with parameters_uninitialised():  # the file holds every parameter
+                model = arch_records.build(manifest["arch"])
         _apply_structure(model, manifest)
         _place(model, tensors, params, widths, manifest)
         check_consistent(model)

@@ -10,7 +10,6 @@ raise FormatError, never anything else, on bad input, bounding its work by ``cou
 
 from __future__ import annotations
 
-import io
 import lzma
 import struct
 from collections.abc import Callable
@@ -187,8 +186,8 @@ if _zstd is not None:
             declared = _zstd.get_frame_parameters(data).content_size
             if declared not in (_zstd.CONTENTSIZE_UNKNOWN, need):
                 raise FormatError("zstd frame declares a size its stream cannot hold")
-            with _zstd.ZstdDecompressor().stream_reader(
-                    io.BytesIO(data), read_across_frames=True, closefd=False) as r:
+            with _zstd.ZstdDecompressor().stream_reader(  # reads the buffer in place
+                    data, read_across_frames=True, closefd=False) as r:
                 out = r.read(need + 1)
             if len(out) != need:
                 raise FormatError("zstd stream decodes to the wrong length")

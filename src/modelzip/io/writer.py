@@ -25,8 +25,8 @@ from .manifest import (
     VERSION,
     check_json_bounds,
     mask_name,
-    seal,
     pattern_width,
+    seal,
     split_key,
 )
 from .sparse import encode_pattern
