@@ -82,6 +82,44 @@ def _skip_init(tensor: Any = None, *args: Any, **kwargs: Any) -> Any:
     return tensor
 
 
+def _skipping_parameters(init: Any) -> Any:
+    def init_buffers_only(tensor: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(tensor, nn.Parameter):
+            return tensor
+        return init(tensor, *args, **kwargs)
+    return init_buffers_only
+
+
+@contextmanager
+def parameters_uninitialised() -> Iterator[None]:
+    """Build a model whose every parameter the file then overwrites, without drawing
+    random initial values for them (the largest cost of loading a Hugging Face model):
+    the torch.nn.init functions skip nn.Parameter arguments, and Hugging Face's init
+    skips parameters flagged ``_is_hf_initialized`` (as its from_pretrained does). Buffers
+    are initialised as usual: non-persistent ones (position ids, rotary tables) are not in
+    the file. A parameter the file lacks makes the load fail ("file lacks tensors")."""
+    flagged: list[nn.Parameter] = []
+
+    def on_parameter(module: nn.Module, name: str, p: Any) -> None:
+        if isinstance(p, nn.Parameter) and not hasattr(p, "_is_hf_initialized"):
+            p._is_hf_initialized = True
+            flagged.append(p)
+
+    handle = torch_module.register_module_parameter_registration_hook(on_parameter)
+    saved = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCTIONS
+             if n.endswith("_") and hasattr(torch.nn.init, n)}
+    for n, f in saved.items():
+        setattr(torch.nn.init, n, _skipping_parameters(f))
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+        handle.remove()
+        for p in flagged:
+            p.__dict__.pop("_is_hf_initialized", None)
+
+
 def numel(model: nn.Module) -> int:
     """Elements of every parameter and buffer of ``model`` (works on the meta device)."""
     return sum(t.numel() for t in model.state_dict().values() if isinstance(t, torch.Tensor))

@@ -121,9 +121,10 @@ def check_json_bounds(obj: Any, what: str = "manifest") -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-def pack(manifest: dict[str, Any], streams: list[bytes]) -> bytes:
-    """The bytes of a version-2 file holding ``manifest`` and ``streams``; refuses what
-    the reader would refuse (node count, depth, huge integers, inflated size)."""
+def seal(manifest: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """(the ``manifest`` tensor's bytes, the safetensors metadata) of a version-2 file;
+    refuses what the reader would refuse (node count, depth, huge integers, inflated
+    size)."""
     check_json_bounds(manifest)
     try:
         text = json.dumps(manifest, allow_nan=False, separators=(",", ":"))
@@ -133,6 +134,12 @@ def pack(manifest: dict[str, Any], streams: list[bytes]) -> bytes:
         raise ModelzipError(f"model metadata is over {MAX_MANIFEST >> 20} MiB")
     packed = zlib.compress(text.encode(), 9)
     meta = {"format": FORMAT, "version": str(VERSION), "manifest_crc32": str(zlib.crc32(packed))}
+    return packed, meta
+
+
+def pack(manifest: dict[str, Any], streams: list[bytes]) -> bytes:
+    """The bytes of a version-2 file holding ``manifest`` and ``streams`` (see seal)."""
+    packed, meta = seal(manifest)
     return stio.dumps({"manifest": packed, "data": b"".join(streams)}, meta)
 
 

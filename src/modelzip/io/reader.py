@@ -3,6 +3,7 @@ checked (widths, counts, shapes, masks, element budget) before any allocation.""
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,31 @@ from .manifest import (
 from .sparse import decode_pattern
 from .streams import coder
 
+MAP_MIN_BYTES = 1 << 16  # smaller files are read, not mapped
 Decoded = tuple[dict[str, torch.Tensor], set[str], dict[str, tuple[int, bool]]]
 
 
-def read_contents(path: str | os.PathLike) -> Contents:
-    """Parse and validate the container and the manifest's top level (v2, or legacy v1)."""
+def map_file(path: str | os.PathLike) -> memoryview:
+    """A read-only view of the file's bytes, memory-mapped (pages are read as the decoder
+    touches them, never copied whole into the heap); the map is released when the last
+    view of it goes (a small or empty file is simply read)."""
     p = Path(path)
     if not p.is_file():
         raise FormatError(f"no such file: {p}")
-    return unpack(p.read_bytes(), str(p))
+    try:
+        with open(p, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < MAP_MIN_BYTES:
+                return memoryview(fh.read())
+            return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+    except OSError as exc:
+        raise FormatError(f"cannot read {p}: {exc.strerror or exc}") from None
+
+
+def read_contents(path: str | os.PathLike) -> Contents:
+    """Parse and validate the container and the manifest's top level (v2, or legacy v1).
+    The file is memory-mapped: the streams are views into it, decoded one at a time."""
+    return unpack(map_file(path), str(Path(path)))
 
 
 def read_bytes(data: bytes) -> Contents:
@@ -89,8 +106,9 @@ def _decode_values(v: Any, n: int, dtype: torch.dtype, rd: StreamReader
     if v.get("codec") == "dense":
         store = dtype_of(v.get("store", DTYPE_NAMES.get(dtype)))
         need(store is not None and store.is_floating_point, "bad dense storage dtype")
-        raw = rd.bytes(v.get("data"), n * store.itemsize)
-        t = torch.frombuffer(bytearray(raw), dtype=store) if n else torch.empty(0, dtype=store)
+        raw = rd.symbols(v.get("data"), 8, n * store.itemsize)
+        t = torch.from_numpy(raw.astype(np.uint8)).view(store) if n else \
+            torch.empty(0, dtype=store)  # astype: one copy, aligned, writable
         return t.to(dtype), None
     if v.get("codec") == "int":
         bits, signed = v.get("bits"), v.get("signed", False)

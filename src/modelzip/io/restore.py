@@ -17,7 +17,13 @@ from torch import nn
 from .. import state
 from ..errors import FormatError, ModelzipError
 from . import arch as arch_records
-from .bounds import arch_limit, bounded_build, check_declared, numel
+from .bounds import (
+    arch_limit,
+    bounded_build,
+    check_declared,
+    numel,
+    parameters_uninitialised,
+)
 from .consistency import check_consistent, check_forward
 from .manifest import MAX_NUMEL, SELF_CONTAINED, SHAPE_ATTRS, Contents, need, split_key
 from .reader import decode_tensors
@@ -110,18 +116,22 @@ def _place(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str],
 
 
 def _resize(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Replace plain tensors whose stored shape differs (layers shrunk by pruning)."""
-    current = model.state_dict()
+    """Replace plain tensors whose stored shape differs (layers shrunk by pruning). Looks
+    at each module's own parameters and buffers (not ``model.state_dict()``, which makes
+    packed layers unpack every code just to report shapes)."""
     for key, t in tensors.items():
-        old = current.get(key)
-        if old is None or old.shape == t.shape:
-            continue
         fqn, name = split_key(key)
-        m = _submodule(model, fqn)
-        if name in m._parameters:
-            m._parameters[name] = nn.Parameter(torch.empty_like(t), requires_grad=True)
-        elif name in m._buffers:
-            m._buffers[name] = torch.empty_like(t)
+        try:
+            m = model.get_submodule(fqn)
+        except AttributeError:
+            continue  # reported by load_state_dict as an unexpected key
+        if name in m._parameters and m._parameters[name] is not None:
+            if m._parameters[name].shape != t.shape:
+                m._parameters[name] = nn.Parameter(torch.empty_like(t), requires_grad=True)
+        elif name in m._buffers and m._buffers[name] is not None \
+                and name not in m._non_persistent_buffers_set:
+            if m._buffers[name].shape != t.shape:
+                m._buffers[name] = torch.empty_like(t)
 
 
 def _probe(build: Any, limit: int, what: str) -> nn.Module:
@@ -221,7 +231,8 @@ def restore(contents: Contents, model: nn.Module | None = None, *,
     tensors, params, widths = decode_tensors(manifest, contents.streams)
     try:
         if model is None:
-            model = arch_records.build(manifest["arch"])
+            with parameters_uninitialised():  # the file holds every parameter
+                model = arch_records.build(manifest["arch"])
         _apply_structure(model, manifest)
         _place(model, tensors, params, widths, manifest)
         check_consistent(model)

@@ -1,7 +1,8 @@
-"""Writing uint8 streams to a safetensors file, and a strict reader for untrusted files.
+"""Writing uint8 streams to a safetensors file atomically, and the one strict parser of
+the safetensors layout for untrusted files (used by the .mzip reader and by signing.py).
 
-The reader parses the (simple) safetensors layout itself so that every length and offset
-is validated before use and any defect is a FormatError.
+The parser reads the (simple) layout itself so that every length and offset is validated
+before use and any defect is a FormatError.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FormatError, WriteError
@@ -60,32 +63,38 @@ def clean_stale(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and a rename.
+def _check_target(path: Path, folder: Path) -> None:
+    if path.is_dir():
+        raise WriteError(f"cannot write {path}: it is a directory")
+    if not folder.is_dir():
+        raise WriteError(f"cannot write {path}: folder {folder} does not exist")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[int]:
+    """A file descriptor open on a new temp file beside ``path``; when the block ends
+    normally the file is fsynced, given the usual permissions and renamed onto ``path``.
 
     Any OS failure (full disk, read-only folder, name too long...) raises WriteError
-    naming the path; the old file stays intact and no temp file is left. Temp files of
-    earlier saves to the same path whose process died (a kill mid-save) are removed.
+    naming the path; on any error the old file stays intact and no temp file is left.
+    Temp files of earlier saves to the same path whose process died are removed first.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
-        if path.is_dir():
-            raise WriteError(f"cannot write {path}: it is a directory")
-        if not folder.is_dir():
-            raise WriteError(f"cannot write {path}: folder {folder} does not exist")
+        _check_target(path, folder)
         clean_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{os.getpid()}-",
                                    suffix=TMP_SUFFIX, dir=folder)
         try:
-            _write_all(fd, data)
+            yield fd
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -103,49 +112,98 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def dumps(streams: dict[str, bytes], metadata: dict[str, str]) -> bytes:
-    """safetensors bytes of uint8 ``streams`` with ``metadata``, byte-for-byte
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and a rename
+    (see :func:`atomic_file` for the failure behaviour)."""
+    with atomic_file(path) as fd:
+        write_all(fd, data)
+
+
+# ------------------------------------------------------------------------- layout
+def header(sizes: dict[str, int], metadata: dict[str, str]) -> bytes:
+    """The 8-byte length + JSON header of uint8 tensors of ``sizes`` bytes, byte-for-byte
     deterministic: keys sorted, tensors laid out in name order, header space-padded to
     8 bytes as safetensors does (the safetensors library orders metadata by hash)."""
-    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    head: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
     pos = 0
-    for name in sorted(streams):
-        n = len(streams[name])
-        header[name] = {"dtype": "U8", "shape": [n], "data_offsets": [pos, pos + n]}
+    for name in sorted(sizes):
+        n = sizes[name]
+        head[name] = {"dtype": "U8", "shape": [n], "data_offsets": [pos, pos + n]}
         pos += n
-    text = json.dumps(header, separators=(",", ":")).encode()
+    text = json.dumps(head, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    return b"".join([struct.pack("<Q", len(text)), text,
+    return struct.pack("<Q", len(text)) + text
+
+
+def dumps(streams: dict[str, bytes], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes of uint8 ``streams`` with ``metadata`` (layout of :func:`header`)."""
+    return b"".join([header({k: len(v) for k, v in streams.items()}, metadata),
                      *(bytes(streams[k]) for k in sorted(streams))])
 
 
-def loads(data: bytes) -> tuple[dict[str, bytes], dict[str, str]]:
-    """(stream name -> bytes, metadata) from safetensors bytes holding only U8 tensors."""
-    if len(data) < 8:
+# ------------------------------------------------------------------------ parsing
+Entry = tuple[str, list, int, int]  # dtype, shape, begin, end (within the data area)
+
+
+def parse(data: bytes | memoryview) -> tuple[dict[str, Entry], dict[str, str], memoryview]:
+    """(name -> (dtype, shape, begin, end), metadata, data area) of safetensors bytes.
+
+    The one parser of the safetensors layout (the .mzip reader and the signature code
+    both use it): header length and JSON, metadata of strings, every entry's dtype,
+    shape and offsets checked, offsets within the data area. ``data`` may be a
+    memoryview (e.g. of a memory-mapped file); the data area is a view, never a copy."""
+    view = memoryview(data)
+    if len(view) < 8:
         raise FormatError("file too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > MAX_HEADER or 8 + n > len(data):
+    (n,) = struct.unpack("<Q", view[:8])
+    if n > MAX_HEADER or 8 + n > len(view):
         raise FormatError("safetensors header length is out of range")
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        head = json.loads(bytes(view[8: 8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise FormatError("safetensors header is not valid JSON") from None
-    if not isinstance(header, dict):
+    if not isinstance(head, dict):
         raise FormatError("safetensors header is not a JSON object")
-    meta = header.pop("__metadata__", {})
+    meta = head.pop("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise FormatError("safetensors metadata must map strings to strings")
-    body = data[8 + n :]
-    streams: dict[str, bytes] = {}
-    for name, info in header.items():
-        if not isinstance(info, dict) or info.get("dtype") != "U8":
-            raise FormatError(f"stream {name!r} is not a uint8 tensor")
-        offs, shape = info.get("data_offsets"), info.get("shape")
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
-            raise FormatError(f"stream {name!r} has bad offsets")
+    body = view[8 + n:]
+    entries: dict[str, Entry] = {}
+    for name, info in head.items():
+        offs = info.get("data_offsets") if isinstance(info, dict) else None
+        if (not isinstance(offs, list) or len(offs) != 2 or not isinstance(info.get("dtype"), str)
+                or not isinstance(info.get("shape"), list)
+                or not all(type(o) is int for o in offs)):
+            raise FormatError(f"tensor {name!r} has a bad header entry")
         b, e = offs
-        if not 0 <= b <= e <= len(body) or shape != [e - b]:
+        if not 0 <= b <= e <= len(body):
+            raise FormatError(f"tensor {name!r} offsets out of range")
+        entries[name] = (info["dtype"], info["shape"], b, e)
+    return entries, meta, body
+
+
+def check_tiled(entries: dict[str, Entry], body: memoryview) -> None:
+    """The tensors tile the data area exactly: no gaps, overlaps or trailing bytes."""
+    pos = 0
+    for b, e, name in sorted((b, e, name) for name, (_, _, b, e) in entries.items()):
+        if b != pos:
+            raise FormatError(f"tensor {name!r} does not follow the previous one")
+        pos = e
+    if pos != len(body):
+        raise FormatError("the data area has bytes that no tensor covers")
+
+
+def loads(data: bytes | memoryview) -> tuple[dict[str, memoryview], dict[str, str]]:
+    """(stream name -> bytes, metadata) from safetensors bytes holding only U8 tensors.
+    Given a memoryview (e.g. of a memory-mapped file) the streams are views into it,
+    not copies; given bytes, they are bytes."""
+    entries, meta, body = parse(data)
+    view = isinstance(data, memoryview)
+    streams = {}
+    for name, (dtype, shape, b, e) in entries.items():
+        if dtype != "U8":
+            raise FormatError(f"stream {name!r} is not a uint8 tensor")
+        if shape != [e - b]:
             raise FormatError(f"stream {name!r} offsets/shape out of range")
-        streams[name] = body[b:e]
+        streams[name] = body[b:e] if view else bytes(body[b:e])
     return streams, meta

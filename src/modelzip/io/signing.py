@@ -16,9 +16,10 @@ metadata: ``signature`` (base64, 64 bytes), ``signature_alg`` (``"ed25519"``) an
 ``signature_key`` (the signer's key id: the first 16 hex digits of SHA-256 of the raw
 32-byte public key). Any safetensors reader still reads a signed file.
 
-The parser here is independent of the .mzip reader and strict: the tensors must tile the
-data area exactly (no gaps, overlaps or trailing bytes), so that no byte of the file
-escapes the digest except header whitespace.
+The safetensors layout is parsed by the same strict code as the .mzip reader
+(``safetensors_io.parse``), with one more rule here: the tensors must tile the data area
+exactly (no gaps, overlaps or trailing bytes), so that no byte of the file escapes the
+digest except header whitespace.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, FormatError, SignatureError
+from . import safetensors_io as stio
 
 PAYLOAD_TAG = b"modelzip-payload-v1\0"
 SIGNATURE_TAG = b"modelzip-signature-v1\0"
 SIG_KEYS = ("signature", "signature_alg", "signature_key")
-MAX_HEADER = 64 << 20
 TEXT_KEYS = (b"-----BEGIN", b"ssh-")  # key files that are text, whatever their length
 
 
@@ -51,37 +52,12 @@ def _crypto() -> Any:
 
 # ------------------------------------------------------------------------- the payload
 def parse(data: bytes) -> tuple[dict[str, Any], dict[str, str], memoryview]:
-    """(tensor table, metadata, data area) of safetensors bytes, validated strictly."""
-    if len(data) < 8:
-        raise FormatError("file too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > MAX_HEADER or 8 + n > len(data):
-        raise FormatError("safetensors header length is out of range")
-    try:
-        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise FormatError("safetensors header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise FormatError("safetensors header is not a JSON object")
-    meta = header.pop("__metadata__", {})
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise FormatError("safetensors metadata must map strings to strings")
-    body = memoryview(data)[8 + n:]
-    spans = []
-    for name, info in header.items():
-        offs = info.get("data_offsets") if isinstance(info, dict) else None
-        if (not isinstance(offs, list) or len(offs) != 2 or not isinstance(info.get("dtype"), str)
-                or not isinstance(info.get("shape"), list)
-                or not all(type(o) is int for o in offs)):
-            raise FormatError(f"tensor {name!r} has a bad header entry")
-        spans.append((offs[0], offs[1], name))
-    pos = 0
-    for b, e, name in sorted(spans):
-        if b != pos or e < b:
-            raise FormatError(f"tensor {name!r} does not follow the previous one")
-        pos = e
-    if pos != len(body):
-        raise FormatError("the data area has bytes that no tensor covers")
+    """(tensor table, metadata, data area) of safetensors bytes, validated strictly: the
+    shared parser (safetensors_io.parse) plus exact tiling of the data area."""
+    entries, meta, body = stio.parse(data)
+    stio.check_tiled(entries, body)
+    header = {name: {"dtype": d, "shape": shape, "data_offsets": [b, e]}
+              for name, (d, shape, b, e) in entries.items()}
     return header, meta, body
 
 
@@ -277,11 +253,9 @@ def sign_file(path: str | os.PathLike, private_key: Any,
               out: str | os.PathLike | None = None) -> dict[str, str]:
     """Sign the .mzip at ``path`` in place (or into ``out``), atomically; returns the
     payload SHA-256 and the key id."""
-    from ..io.safetensors_io import write_atomic
-
     key = load_private_key(private_key)
     data = sign_bytes(_read(path), key)
-    write_atomic(out if out is not None else path, data)
+    stio.write_atomic(out if out is not None else path, data)
     return {"payload_sha256": payload_sha256(data), "key_id": key_id(key.public_key())}
 
 

@@ -1,4 +1,5 @@
-"""Stream coders of the .mzip format: raw packing, canonical Huffman, zstd, lzma.
+"""Stream coders of the .mzip format: raw packing, canonical Huffman, zstd, lzma, and the
+fast path (:func:`encode_fast`) that large models are saved with by default.
 
 A stream is a sequence of ``count`` unsigned symbols of ``bits`` bits each (integer
 codes, sparse-index symbols, or the bytes of dense floats with ``bits=8``). A coder
@@ -9,7 +10,6 @@ raise FormatError, never anything else, on bad input, bounding its work by ``cou
 
 from __future__ import annotations
 
-import io
 import lzma
 import struct
 from collections.abc import Callable
@@ -49,16 +49,43 @@ def coders() -> tuple[str, ...]:
 
 
 def pack_symbols(symbols: np.ndarray, bits: int) -> bytes:
+    """The raw packing of ``symbols`` (unsigned, < 2**bits): LSB-first codes back to back,
+    byte-identical to :func:`modelzip.ops.pack.pack`, with narrow-integer fast paths for
+    the common widths (no int64 intermediate)."""
+    s = np.asarray(symbols).ravel()
     if bits == 8:
-        return np.asarray(symbols, dtype=np.uint8).tobytes()
-    return pack(symbols, bits)
+        return s.astype(np.uint8, copy=False).tobytes()
+    if bits in (16, 32):
+        return s.astype(f"<u{bits // 8}", copy=False).tobytes()
+    if bits in (1, 2, 4):
+        per = 8 // bits
+        u = s.astype(np.uint8, copy=False)
+        if u.size % per:
+            u = np.concatenate([u, np.zeros(per - u.size % per, np.uint8)])
+        u = u.reshape(-1, per)
+        out = u[:, 0].copy()
+        for i in range(1, per):
+            out |= u[:, i] << np.uint8(i * bits)
+        return out.tobytes()
+    return pack(s, bits)
 
 
 def unpack_symbols(data: bytes, count: int, bits: int) -> np.ndarray:
-    if bits == 8:
-        if len(data) != count:
-            raise FormatError(f"byte stream has {len(data)} bytes, expected {count}")
-        return np.frombuffer(data, dtype=np.uint8)
+    """Inverse of :func:`pack_symbols`: ``count`` symbols in the narrowest unsigned dtype
+    for the common widths (int64 otherwise); FormatError when the length is wrong."""
+    if bits in (1, 2, 4, 8, 16, 32):
+        need = packed_nbytes(count, bits)
+        if len(data) != need:
+            kind = "byte" if bits == 8 else "packed"
+            raise FormatError(f"{kind} stream has {len(data)} bytes, expected {need}")
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if bits >= 8:
+            return buf.view(f"<u{bits // 8}")
+        per, mask = 8 // bits, np.uint8((1 << bits) - 1)
+        out = np.empty((buf.size, per), np.uint8)
+        for i in range(per):
+            np.bitwise_and(buf >> np.uint8(i * bits), mask, out=out[:, i])
+        return out.ravel()[:count]
     return unpack(data, bits, count)
 
 
@@ -142,6 +169,14 @@ if _zstd is not None:
                                     write_checksum=False)
         return cctx.compress(pack_symbols(symbols, bits))
 
+    def zstd_fast(raw: bytes, level: int) -> bytes:
+        """A zstd frame of ``raw`` at a fast ``level``, multithreaded. zstd's output with
+        one or more worker threads does not depend on their number, so the bytes are the
+        same on any machine (threads=-1: one worker per CPU)."""
+        cctx = _zstd.ZstdCompressor(level=level, threads=-1, write_content_size=False,
+                                    write_checksum=False)
+        return cctx.compress(raw)
+
     def _zstd_raw(data: bytes, need: int) -> bytes:
         """Exactly one frame decoding to ``need`` bytes. A frame header may declare any
         content size (zstandard's one-shot API allocates it whatever max_output_size
@@ -151,8 +186,8 @@ if _zstd is not None:
             declared = _zstd.get_frame_parameters(data).content_size
             if declared not in (_zstd.CONTENTSIZE_UNKNOWN, need):
                 raise FormatError("zstd frame declares a size its stream cannot hold")
-            with _zstd.ZstdDecompressor().stream_reader(
-                    io.BytesIO(data), read_across_frames=True, closefd=False) as r:
+            with _zstd.ZstdDecompressor().stream_reader(  # reads the buffer in place
+                    data, read_across_frames=True, closefd=False) as r:
                 out = r.read(need + 1)
             if len(out) != need:
                 raise FormatError("zstd stream decodes to the wrong length")
@@ -161,3 +196,18 @@ if _zstd is not None:
             raise FormatError("corrupt zstd stream") from None
 
     register_coder(Coder("zstd", _zstd_encode, lambda d, n, b: _bounded(_zstd_raw, d, n, b)))
+
+
+# ------------------------------------------------------------------ the fast path
+FAST_LEVEL = {"float": 1, "int": 3}  # zstd levels of the fast path, per stream kind
+
+
+def encode_fast(symbols: np.ndarray, bits: int, kind: str) -> tuple[str, bytes]:
+    """(coder, bytes) of the fast path: the raw packing, or a fast multithreaded zstd
+    frame of it when that is smaller. No lzma, no Huffman (whose lane decoder is the
+    slowest step of a load). ``kind``: "float" (the bytes of dense floats) or "int"."""
+    raw = pack_symbols(symbols, bits)
+    if _zstd is None or len(raw) < 64:
+        return "raw", raw
+    z = zstd_fast(raw, FAST_LEVEL[kind])
+    return ("zstd", z) if len(z) < len(raw) else ("raw", raw)

@@ -1,10 +1,12 @@
 """Writing a model as .mzip bytes: every tensor becomes one or two packed streams, each
-stored with the smallest allowed coder, described by a JSON manifest (docs/format.md)."""
+stored with the smallest allowed coder (or the fast path for large models), described by a
+JSON manifest (docs/format.md). ``save`` streams them into the temp file one at a time."""
 
 from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,7 @@ from torch import nn
 
 from .. import state
 from ..errors import ModelzipError
-from ..ops.pack import bits_needed, to_unsigned, unpack
+from ..ops.pack import bits_needed, unpack
 from . import safetensors_io as stio
 from .arch import record_of
 from .manifest import (
@@ -21,34 +23,62 @@ from .manifest import (
     FORMAT,
     SHAPE_ATTRS,
     VERSION,
+    check_json_bounds,
     mask_name,
-    pack,
     pattern_width,
+    seal,
     split_key,
 )
 from .sparse import encode_pattern
-from .streams import coder, coders, pack_symbols
+from .streams import coder, coders, encode_fast, pack_symbols
 
 
 class StreamWriter:
-    """Collects streams, choosing the smallest allowed coder for each."""
+    """Encodes streams one at a time and hands each one's bytes to ``sink`` as soon as it
+    is made (a list in memory, or the file being written), keeping only the table.
 
-    def __init__(self, entropy: tuple[str, ...]):
-        self.streams: list[bytes] = []
+    ``entropy``: coder names to try on every stream, keeping the smallest (the
+    exhaustive search), or None for the fast path (:func:`streams.encode_fast`)."""
+
+    def __init__(self, entropy: tuple[str, ...] | None, sink: Callable[[bytes], Any]):
         self.table: list[list[Any]] = []
-        self.entropy = entropy
+        self.entropy, self.sink, self.length = entropy, sink, 0
 
-    def add(self, symbols: np.ndarray, bits: int) -> int:
-        """Store ``symbols`` (unsigned, ``bits`` wide); returns the stream index."""
+    def add(self, symbols: np.ndarray, bits: int, kind: str = "int") -> int:
+        """Store ``symbols`` (unsigned, ``bits`` wide); returns the stream index.
+        ``kind``: "float" for the bytes of dense floats, "int" for any other symbols."""
         symbols = np.asarray(symbols).ravel()
-        best_name, best = "raw", pack_symbols(symbols, bits)
-        for name in self.entropy:
-            data = coder(name).encode(symbols, bits) if symbols.size else None
-            if data is not None and len(data) < len(best):
-                best_name, best = name, data
-        self.streams.append(best)
+        if self.entropy is None:
+            best_name, best = encode_fast(symbols, bits, kind)
+        else:
+            best_name, best = "raw", pack_symbols(symbols, bits)
+            for name in self.entropy:
+                data = coder(name).encode(symbols, bits) if symbols.size else None
+                if data is not None and len(data) < len(best):
+                    best_name, best = name, data
+        self.sink(best)
+        self.length += len(best)
         self.table.append([best_name, bits, int(symbols.size), len(best), zlib.crc32(best)])
-        return len(self.streams) - 1
+        return len(self.table) - 1
+
+
+def unsigned_codes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Integer ``codes`` mapped into ``[0, 2**bits)`` (signed ones offset by 2**(bits-1)),
+    range-checked, in the narrowest unsigned dtype: the same values as
+    ``ops.pack.to_unsigned`` without its int64/uint64 copies of every code."""
+    c = np.asarray(codes).ravel()
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if c.size and (int(c.min()) < lo or int(c.max()) > hi):
+        raise ValueError(f"codes outside the {bits}-bit {'signed' if signed else 'unsigned'} "
+                         "range")
+    out = np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32 if bits <= 32 \
+        else np.uint64
+    if c.dtype == np.bool_:
+        return c.astype(out)
+    if lo == 0:
+        return c.astype(out, copy=False)
+    work = np.int16 if bits <= 8 else np.int32 if bits <= 16 else np.int64
+    return (c.astype(work) - work(lo)).astype(out)
 
 
 def _int_info(module: nn.Module, name: str, t: torch.Tensor) -> tuple[int, bool]:
@@ -68,13 +98,13 @@ def _encode_values(w: StreamWriter, module: nn.Module, name: str, t: torch.Tenso
         store = t.half() if half and t.dtype == torch.float32 else t
         raw = store.contiguous().view(torch.uint8).numpy() if store.numel() else \
             np.zeros(0, np.uint8)
-        out: dict[str, Any] = {"codec": "dense", "data": w.add(raw, 8)}
+        out: dict[str, Any] = {"codec": "dense", "data": w.add(raw, 8, "float")}
         if store.dtype != t.dtype:
             out["store"] = DTYPE_NAMES[store.dtype]
         return out
     bits, signed = _int_info(module, name, t)
     try:
-        sym = to_unsigned(t.to(torch.int64).numpy(), bits, signed)
+        sym = unsigned_codes(t.numpy(), bits, signed)
     except ValueError as exc:
         raise ModelzipError(f"{name}: {exc}") from None
     out = {"codec": "int", "bits": bits, "data": w.add(sym, bits)}
@@ -130,9 +160,30 @@ def _plain_attr(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def _entropy_names(entropy: str | tuple[str, ...] | None) -> tuple[str, ...]:
+AUTO_EXHAUSTIVE_BYTES = 16 << 20  # "auto": the exhaustive search up to this many bytes
+MODES = ("auto", "best", "fast", "none")
+
+
+def tensor_bytes(tensors: dict[str, Any]) -> int:
+    """Bytes the tensors take in memory: an upper bound of the raw streams they make
+    (integer codes pack narrower, masks into patterns), known before encoding anything."""
+    return sum(t.numel() * t.element_size() for t in tensors.values()
+               if isinstance(t, torch.Tensor))
+
+
+def entropy_plan(entropy: str | tuple[str, ...] | None, nbytes: int) -> tuple[str, ...] | None:
+    """The coders to try on every stream, or None for the fast path.
+
+    "best": every registered coder (smallest kept; lzma preset 9e is slow on big float
+    streams); "fast": the fast path; "auto" (default): "best" while the model's tensors
+    take at most AUTO_EXHAUSTIVE_BYTES, "fast" above; "none": raw packing only; or coder
+    names ("huffman", ("huffman", "zstd"), ...) tried exhaustively."""
     if entropy == "auto":
+        entropy = "best" if nbytes <= AUTO_EXHAUSTIVE_BYTES else "fast"
+    if entropy == "best":
         return tuple(c for c in coders() if c != "raw")
+    if entropy == "fast":
+        return None
     if entropy in ("none", None):
         return ()
     names = (entropy,) if isinstance(entropy, str) else tuple(entropy)
@@ -141,22 +192,21 @@ def _entropy_names(entropy: str | tuple[str, ...] | None) -> tuple[str, ...]:
     return names
 
 
-def dumps(model: nn.Module, *, entropy: str | tuple[str, ...] = "auto", half: bool = False,
-          info: dict[str, Any] | None = None) -> bytes:
-    """The .mzip bytes of ``model`` (exactly what :func:`save` writes), in memory.
-
-    ``entropy``: stream coders to try on every stream ("auto" = all registered, "none" =
-    raw only, or names such as "huffman"); the smallest result is kept per stream.
-    ``half`` stores dense fp32 as fp16. ``info``: free-form JSON kept in the manifest.
-    """
+def _encode_model(model: nn.Module, entropy: str | tuple[str, ...] | None, half: bool,
+                  info: dict[str, Any] | None, sink: Callable[[bytes], Any]
+                  ) -> tuple[int, bytes, dict[str, str]]:
+    """Encode every tensor of ``model`` into ``sink``, one stream at a time; returns (bytes
+    of streams written, the packed manifest, the safetensors metadata)."""
     if not isinstance(model, nn.Module):
         raise ModelzipError(f"save() needs an nn.Module, got {type(model).__name__}")
-    writer = StreamWriter(_entropy_names(entropy))
+    if info:
+        check_json_bounds(info, "info")
+    sd = {k: t for k, t in model.state_dict(keep_vars=False).items()
+          if not k.endswith("_extra_state")}
+    writer = StreamWriter(entropy_plan(entropy, tensor_bytes(sd)), sink)
     params = {k for k, _ in model.named_parameters()}
     tensors = []
-    for key, t in model.state_dict(keep_vars=False).items():
-        if key.endswith("_extra_state"):
-            continue
+    for key, t in sd.items():
         if not isinstance(t, torch.Tensor) or t.dtype not in DTYPE_NAMES:
             raise ModelzipError(f"cannot store {key} of type {getattr(t, 'dtype', type(t))}")
         tensors.append(_encode_tensor(writer, model, key, t, key in params, half))
@@ -164,15 +214,60 @@ def dumps(model: nn.Module, *, entropy: str | tuple[str, ...] = "auto", half: bo
                 "streams": writer.table, "tensors": tensors, **_module_records(model)}
     if info:
         manifest["info"] = info
-    return pack(manifest, writer.streams)
+    packed, meta = seal(manifest)
+    return writer.length, packed, meta
+
+
+def dumps(model: nn.Module, *, entropy: str | tuple[str, ...] = "auto", half: bool = False,
+          info: dict[str, Any] | None = None) -> bytes:
+    """The .mzip bytes of ``model`` (exactly what :func:`save` writes), in memory.
+
+    ``entropy``: "auto" (default), "best", "fast", "none" or coder names, see
+    :func:`entropy_plan`. ``half`` stores dense fp32 as fp16. ``info``: free-form JSON
+    kept in the manifest.
+    """
+    parts: list[bytes] = []
+    length, packed, meta = _encode_model(model, entropy, half, info, parts.append)
+    head = stio.header({"data": length, "manifest": len(packed)}, meta)
+    return b"".join([head, *parts, packed])
+
+
+# room left for the header while the streams are written: the longest header possible
+_RESERVE = len(stio.header({"data": 10 ** 17, "manifest": 10 ** 17},
+                           {"format": FORMAT, "version": str(VERSION),
+                            "manifest_crc32": str(2 ** 32 - 1)}))
+_MOVE_CHUNK = 8 << 20
+
+
+def _move_down(fd: int, src: int, dst: int, length: int) -> None:
+    """Move ``length`` bytes of the open file from offset ``src`` to ``dst < src``, in
+    chunks (front to back, so an overlap is safe), then cut the file after them."""
+    done = 0
+    while done < length:
+        chunk = os.pread(fd, min(_MOVE_CHUNK, length - done), src + done)
+        if not chunk:
+            raise OSError("file shorter than what was written to it")
+        pos = 0
+        while pos < len(chunk):
+            pos += os.pwrite(fd, memoryview(chunk)[pos:], dst + done + pos)
+        done += len(chunk)
+    os.ftruncate(fd, dst + length)
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, entropy: str | tuple[str, ...] = "auto",
          half: bool = False, info: dict[str, Any] | None = None) -> int:
-    """Write ``model`` to ``path`` as a .mzip (atomically); returns the file's size in bytes.
-
-    Options as for :func:`dumps`.
+    """Write ``model`` to ``path`` as a .mzip, atomically (temp file + rename), streaming:
+    each stream goes to the temp file as soon as it is encoded, after room reserved for
+    the header; the manifest follows, then the header is written and the data moved up
+    to meet it. The bytes are exactly :func:`dumps`'s. Returns the file's size in bytes.
     """
-    data = dumps(model, entropy=entropy, half=half, info=info)
-    stio.write_atomic(path, data)
-    return len(data)
+    with stio.atomic_file(path) as fd:
+        os.lseek(fd, _RESERVE, os.SEEK_SET)
+        length, packed, meta = _encode_model(model, entropy, half, info,
+                                             lambda b: stio.write_all(fd, b))
+        stio.write_all(fd, packed)
+        head = stio.header({"data": length, "manifest": len(packed)}, meta)
+        _move_down(fd, _RESERVE, len(head), length + len(packed))
+        os.lseek(fd, 0, os.SEEK_SET)
+        stio.write_all(fd, head)
+    return len(head) + length + len(packed)
