@@ -127,6 +127,18 @@ def _scheme(lc: LinearCodes, targets: list[str]) -> Any:
                                 format=fmt)
 
 
+def dequantized(lc: LinearCodes) -> torch.Tensor:
+    """The float32 weight of ``lc`` ((code - zero) x scale), exact whatever the model's
+    dtype: the library re-quantizes it to the same codes."""
+    def per_column(t: torch.Tensor) -> torch.Tensor:
+        return t.float().repeat_interleave(lc.group_size, dim=1) if lc.group_size else t.float()
+
+    q = lc.codes.float()
+    if lc.zero is not None:
+        q = q - per_column(lc.zero)
+    return q * per_column(lc.scale)
+
+
 def _compress(weight: torch.Tensor, lc: LinearCodes, scheme: Any) -> dict[str, torch.Tensor]:
     """The library's compressor on one layer; its codes must equal modelzip's."""
     from compressed_tensors.compressors import BaseCompressor
@@ -195,7 +207,8 @@ def _tensors(twin: nn.Module, quant: dict[str, LinearCodes], qcfg: Any
     by_name = {n: s for s in qcfg.config_groups.values() for n in s.targets}
     for fqn, lc in quant.items():
         scheme = by_name.get(fqn) or by_name["Linear"]
-        for k, v in _compress(sd.pop(f"{fqn}.weight"), lc, scheme).items():
+        del sd[f"{fqn}.weight"]
+        for k, v in _compress(dequantized(lc), lc, scheme).items():
             sd[f"{fqn}.{k}"] = v.contiguous()
     return sd
 
@@ -206,7 +219,8 @@ def save_ctensors(model: nn.Module, folder: Path) -> dict[str, Any]:
     from compressed_tensors.compressors import ModelCompressor
     from safetensors.torch import save_file
 
-    twin, changed = dense_twin(model)
+    # the tensors left dense (embeddings, head, norms) are the model's own: its dtype
+    twin, changed = dense_twin(model, getattr(model, "dtype", torch.float32))
     head_mod = twin.get_output_embeddings()
     head = next((n for n, m in twin.named_modules() if m is head_mod), "")
     quant, dense = _plan(model, head)
