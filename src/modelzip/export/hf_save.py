@@ -61,18 +61,18 @@ def _tolerance(model: nn.Module, inputs: dict, ref: Any) -> tuple[float, float |
     return TOLERANCE + 3 * act_err, act_err
 
 
-def reference_model(model: nn.Module) -> tuple[nn.Module, str | None]:
-    """The model the folder is checked against, and the dtype transformers loads it in.
-    A half-precision model is checked in float32 on both sides (a copy; integer codes
-    stay codes): what is compared is the folder's content, not two bf16 kernels'
-    rounding (modelzip's packed kernel sums in another order than dequantize-then-matmul,
-    about 4e-2 apart on bf16 logits)."""
-    dtype = getattr(model, "dtype", torch.float32)
+def reference_model(plain: nn.Module, copied: bool) -> tuple[nn.Module, str | None]:
+    """The model the folder is checked against (modelzip's dequantized model: the plain
+    layers, whose forward is dequantize-then-matmul like transformers'), and the dtype
+    transformers loads the folder in. A half-precision model is checked in float32 on
+    both sides (integer codes stay codes; upcast in place when ``plain`` is already a
+    copy): what is compared is the folder's content, not two bf16 kernels' rounding."""
+    dtype = getattr(plain, "dtype", torch.float32)
     if dtype == torch.float32 or not dtype.is_floating_point:
-        return model, None
-    ref = copy.deepcopy(model).float()
+        return plain, None
+    ref = plain if copied else copy.deepcopy(plain)
     ref.__dict__.pop("save_pretrained", None)
-    return ref, "float32"
+    return ref.float(), "float32"
 
 
 def _plain_layers(model: nn.Module) -> nn.Module:
@@ -103,7 +103,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "
         raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
     folder = Path(folder)
     _check_target(folder, overwrite)
-    user_model, model = model, _plain_layers(model)
+    plain = _plain_layers(model)
+    copied, model = plain is not model, plain
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
@@ -115,8 +116,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "
             summary = save_ctensors(model, tmp)
         summary["format"] = summary.get("format", format) if format != "dense" else "dense"
         if verify:
-            # the reference is the caller's model itself (packed layers run as they are)
-            check, dtype = reference_model(user_model)
+            check, dtype = reference_model(model, copied)
             inputs = example_inputs(check)
             ref = model_output(check, inputs)
             tol, act_err = _tolerance(check, inputs, ref)
