@@ -218,6 +218,28 @@ def test_gpt2_conv1d_written_dense(tmp_path):
     assert not (tmp_path / "lm").exists()
 
 
+def test_bf16_model_exports_checked_in_float32(tmp_path):
+    """A model born in bf16: the compressed-tensors folder keeps its dense tensors in bf16,
+    both formats are verified with transformers loading in float32 against modelzip's
+    model upcast (the folder's content exactly, not two bf16 kernels' rounding)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = llama()
+    finally:
+        torch.set_default_dtype(old)
+    mz.quantize(model, mz.WeightOnly(bits=4, group_size=32, targets=["Linear"],
+                                     ignore=["re:lm_head"]))
+    ct = mz.save_pretrained(model, tmp_path / "ct", "compressed-tensors")
+    dense = mz.save_pretrained(model, tmp_path / "dense")
+    for s in (ct, dense):
+        assert s["verify"]["dtype"] == "float32" and s["verify"]["max_abs_diff"] <= 1e-4
+    sd = load_file(tmp_path / "ct" / "model.safetensors")
+    assert sd["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert sd["model.layers.0.mlp.up_proj.weight_scale"].dtype == torch.float32
+    assert model.dtype == torch.bfloat16  # the caller's model is left as it was
+
+
 def test_ctensors_w8a8(tmp_path):
     calib = [{"input_ids": torch.randint(0, 128, (4, 16))} for _ in range(3)]
     for acts in ("dynamic", "static"):
