@@ -141,7 +141,8 @@ def compare(ref: torch.Tensor, got: torch.Tensor, tol: float) -> dict[str, float
     if not torch.isfinite(got).all():
         raise ExportVerifyError("transformers' outputs contain NaN or inf")
     diff = float((ref - got).abs().max())
-    cos = float(torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0))
+    cos = float(torch.nn.functional.cosine_similarity(ref.flatten().double(),
+                                                      got.flatten().double(), dim=0))
     if diff > tol:
         raise ExportVerifyError(
             f"transformers' outputs differ from modelzip's by {diff:.3g} (allowed {tol:.3g})")
