@@ -108,6 +108,9 @@ WEIGHT_ONLY = [
     (mz.WeightOnly(bits=8, group_size=None), "pack-quantized", "channel"),
     (mz.WeightOnly(bits=4, group_size=32, symmetric=False), "naive-quantized", "group"),
     (mz.WeightOnly(bits=4, group_size=32, packed=True), "pack-quantized", "group"),
+    (mz.WeightOnly(bits=3, group_size=32), "pack-quantized", "group"),
+    (mz.WeightOnly(bits=3, group_size=None, symmetric=False), "naive-quantized", "channel"),
+    (mz.WeightOnly(bits=8, group_size=32, symmetric=False), "naive-quantized", "group"),
 ]
 
 
@@ -143,10 +146,98 @@ def test_ctensors_weight_only(tmp_path):
             assert sd[up + "weight_packed"].numel() * 32 == 128 * 64 * cfg.bits
         else:
             assert sd[up + "weight"].dtype == torch.int8
-            assert sd[up + "weight_zero_point"].shape == (128, 2)
+            assert sd[up + "weight_zero_point"].shape == (128, 2 if strategy == "group" else 1)
         assert [n for n, _ in s["dense_layers"]] == ["model.embed_tokens", "lm_head"]
+        # the asymmetric fallback says why, naming the library's limitation
+        assert bool(s["notes"]) is (not cfg.symmetric)
+        assert all("PackedQuantizationCompressor" in n for n in s["notes"])
     for v in verify_all(jobs):
         assert v["max_abs_diff"] <= 1e-4
+
+
+def test_asymmetric_pack_quantized_limitation(tmp_path, monkeypatch):
+    """Why asymmetric layers are naive-quantized: the same codes written pack-quantized
+    (zero points packed, as the library writes them) do not load with a plain
+    from_pretrained (MISMATCH on every weight_zero_point); with dequantize=True they do and
+    give modelzip's logits, so the packed bytes themselves are right."""
+    from modelzip.export import hf_ctensors
+    from modelzip.export.hf_verify import check_result, load_in_transformers
+
+    model = llama()
+    mz.quantize(model, mz.WeightOnly(bits=4, group_size=32, symmetric=False))
+    monkeypatch.setattr(hf_ctensors, "ASYM_FORMAT", "pack-quantized")
+    s = mz.save_pretrained(model, tmp_path / "packed", "compressed-tensors", verify=False)
+    assert s["notes"] == [] and qcfg(tmp_path / "packed")["format"] == "pack-quantized"
+    zp = load_file(tmp_path / "packed" / "model.safetensors")[
+        "model.layers.0.mlp.up_proj.weight_zero_point"]
+    assert zp.dtype == torch.int32 and zp.shape == (128 * 4 // 32, 2)  # packed rows
+    x = example_inputs(model)
+    ref = model_output(model, x)
+    plain = load_in_transformers([(tmp_path / "packed", x)])[0]
+    if "out" in plain and "error" not in plain:
+        pytest.skip("transformers now loads asymmetric pack-quantized folders: set "
+                    "hf_ctensors.ASYM_FORMAT = 'pack-quantized'")
+    assert "mismatch" in plain["error"].lower()
+    _, info = tf.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "packed", ignore_mismatched_sizes=True, output_loading_info=True)
+    bad = {k for k, *_ in info["mismatched_keys"]}
+    assert bad and all(k.endswith("weight_zero_point") for k in bad)
+    deq = tmp_path / "packed-dequantize"
+    shutil.copytree(tmp_path / "packed", deq)
+    cfg = json.loads((deq / "config.json").read_text())
+    cfg["quantization_config"]["dequantize"] = True
+    (deq / "config.json").write_text(json.dumps(cfg))
+    assert check_result(deq, load_in_transformers([(deq, x)])[0], ref, 1e-4)[
+        "max_abs_diff"] <= 1e-4
+
+
+def test_gpt2_conv1d_written_dense(tmp_path):
+    """GPT-2's blocks are Conv1D, which compressed-tensors cannot compress: written dense,
+    listed with the reason; a GPT-2 whose only quantized Linear is the head is refused."""
+    cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0, num_labels=3)
+    model = tf.GPT2ForSequenceClassification(cfg).eval()
+    targets = ["Conv1D", "Linear", "Embedding"]  # Conv1D is not among the default targets
+    mz.quantize(model, mz.WeightOnly(bits=4, group_size=32, targets=targets))
+    s = mz.save_pretrained(model, tmp_path / "cls", "compressed-tensors")
+    assert s["verify"]["max_abs_diff"] <= 1e-4
+    assert list(s["quantized_layers"]) == ["score"]
+    dense = dict(s["dense_layers"])
+    conv = [f for f in dense if f.endswith(("attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                            "mlp.c_proj"))]
+    assert len(conv) == 8 and all("Conv1D" in dense[f] and "COMPRESSIBLE_MODULE_TYPES"
+                                  in dense[f] for f in conv)
+    assert "embedding" in dense["transformer.wte"]
+    sd = load_file(tmp_path / "cls" / "model.safetensors")
+    assert sd["transformer.h.0.mlp.c_fc.weight"].dtype == torch.float32
+    assert sd["score.weight_packed"].dtype == torch.int32
+    lm = gpt2()
+    mz.quantize(lm, mz.WeightOnly(bits=4, group_size=32, targets=targets))
+    with pytest.raises(mz.UnsupportedModelError, match="no layer is quantized.*Conv1D"):
+        mz.save_pretrained(lm, tmp_path / "lm", "compressed-tensors")
+    assert not (tmp_path / "lm").exists()
+
+
+def test_bf16_model_exports_checked_in_float32(tmp_path):
+    """A model born in bf16: the compressed-tensors folder keeps its dense tensors in bf16,
+    both formats are verified with transformers loading in float32 against modelzip's
+    model upcast (the folder's content exactly, not two bf16 kernels' rounding)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = llama()
+    finally:
+        torch.set_default_dtype(old)
+    mz.quantize(model, mz.WeightOnly(bits=4, group_size=32, targets=["Linear"],
+                                     ignore=["re:lm_head"]))
+    ct = mz.save_pretrained(model, tmp_path / "ct", "compressed-tensors")
+    dense = mz.save_pretrained(model, tmp_path / "dense")
+    for s in (ct, dense):
+        assert s["verify"]["dtype"] == "float32" and s["verify"]["max_abs_diff"] <= 1e-4
+    sd = load_file(tmp_path / "ct" / "model.safetensors")
+    assert sd["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert sd["model.layers.0.mlp.up_proj.weight_scale"].dtype == torch.float32
+    assert model.dtype == torch.bfloat16  # the caller's model is left as it was
 
 
 def test_ctensors_w8a8(tmp_path):
@@ -214,7 +305,7 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     model = llama()
     mz.quantize(model, mz.WeightOnly(bits=4, group_size=32))
 
-    def broken(folder, ref, inputs, tol):
+    def broken(*args, **kwargs):
         raise ExportVerifyError("forced")
 
     monkeypatch.setattr(hf_save, "verify_folder", broken)

@@ -26,6 +26,23 @@ from ..quantization.packed import PackedLinear
 from ..state import get_mask
 from .hf_dense import dense_twin, write_small_files
 
+# Why asymmetric weight-only layers are "naive-quantized" (int8 codes, unpacked zero
+# points) and not "pack-quantized": checked with compressed-tensors 0.20.1 and transformers
+# 5.24 (tests/test_hf_export.py::test_asymmetric_pack_quantized_limitation). Set to
+# "pack-quantized" once transformers loads that form with a plain from_pretrained.
+ASYM_FORMAT = "naive-quantized"
+ASYM_NOTE = (
+    "asymmetric weight-only layers are written naive-quantized (int8 codes, 2x the bytes of "
+    "packed 4-bit), not pack-quantized: compressed-tensors 0.20.1 "
+    "PackedQuantizationCompressor.compress (compressors/pack_quantized/base.py) packs zero "
+    "points to int32 [out*bits/32, groups], but on the meta model that transformers 5.24 "
+    "builds before loading (CompressedTensorsHfQuantizer -> ModelCompressor.compress_model) "
+    "the same method's meta branch leaves weight_zero_point unpacked ([out, groups]), so "
+    "from_pretrained reports MISMATCH on every weight_zero_point and raises; only "
+    "CompressedTensorsConfig(dequantize=True) loads it")
+CONV1D_NOTE = ("GPT-2 Conv1D: compressed-tensors 0.20 compresses only nn.Linear and "
+               "nn.Embedding (COMPRESSIBLE_MODULE_TYPES, compressors/base.py); written dense")
+
 
 def _ct() -> Any:
     try:
@@ -118,13 +135,23 @@ def _scheme(lc: LinearCodes, targets: list[str]) -> Any:
     elif lc.activations == "static":
         acts = q.QuantizationArgs(num_bits=8, type="int", symmetric=False, strategy="tensor",
                                   dynamic=False)
-    # asymmetric weight-only: compressed-tensors 0.20.1 packs the zero points, but the
-    # transformers 5.x loader expects them unpacked and re-initialises them (MISMATCH in
-    # its load report); "naive-quantized" (one int8 per code, zero points unpacked) loads
+    # asymmetric weight-only: see ASYM_NOTE
     fmt = ("int-quantized" if acts is not None else
-           "pack-quantized" if lc.zero is None else "naive-quantized")
+           "pack-quantized" if lc.zero is None else ASYM_FORMAT)
     return q.QuantizationScheme(targets=targets, weights=weights, input_activations=acts,
                                 format=fmt)
+
+
+def dequantized(lc: LinearCodes) -> torch.Tensor:
+    """The float32 weight of ``lc`` ((code - zero) x scale), exact whatever the model's
+    dtype: the library re-quantizes it to the same codes."""
+    def per_column(t: torch.Tensor) -> torch.Tensor:
+        return t.float().repeat_interleave(lc.group_size, dim=1) if lc.group_size else t.float()
+
+    q = lc.codes.float()
+    if lc.zero is not None:
+        q = q - per_column(lc.zero)
+    return q * per_column(lc.scale)
 
 
 def _compress(weight: torch.Tensor, lc: LinearCodes, scheme: Any) -> dict[str, torch.Tensor]:
@@ -149,6 +176,15 @@ def _compress(weight: torch.Tensor, lc: LinearCodes, scheme: Any) -> dict[str, t
     return out
 
 
+def _dense_reason(module: nn.Module) -> str:
+    """Why a compressed non-Linear layer is written dense."""
+    if type(module).__name__ == "Conv1D":
+        return CONV1D_NOTE
+    if isinstance(module, nn.Embedding):
+        return "embedding written dense (dequantized), as llm-compressor and vLLM keep it"
+    return f"{type(module).__name__} with modelzip codes/masks: written dense"
+
+
 def _plan(model: nn.Module, head: str) -> tuple[dict[str, LinearCodes], dict[str, str]]:
     quant: dict[str, LinearCodes] = {}
     dense: dict[str, str] = {}
@@ -161,7 +197,7 @@ def _plan(model: nn.Module, head: str) -> tuple[dict[str, LinearCodes], dict[str
         elif isinstance(res, str):
             dense[fqn] = res
         elif getattr(module, "_mz_reparam", {}) or get_mask(module, "weight") is not None:
-            dense[fqn] = f"{type(module).__name__} with modelzip codes/masks: written dense"
+            dense[fqn] = _dense_reason(module)
     return quant, dense
 
 
@@ -195,7 +231,8 @@ def _tensors(twin: nn.Module, quant: dict[str, LinearCodes], qcfg: Any
     by_name = {n: s for s in qcfg.config_groups.values() for n in s.targets}
     for fqn, lc in quant.items():
         scheme = by_name.get(fqn) or by_name["Linear"]
-        for k, v in _compress(sd.pop(f"{fqn}.weight"), lc, scheme).items():
+        del sd[f"{fqn}.weight"]
+        for k, v in _compress(dequantized(lc), lc, scheme).items():
             sd[f"{fqn}.{k}"] = v.contiguous()
     return sd
 
@@ -206,7 +243,8 @@ def save_ctensors(model: nn.Module, folder: Path) -> dict[str, Any]:
     from compressed_tensors.compressors import ModelCompressor
     from safetensors.torch import save_file
 
-    twin, changed = dense_twin(model)
+    # the tensors left dense (embeddings, head, norms) are the model's own: its dtype
+    twin, changed = dense_twin(model, getattr(model, "dtype", torch.float32))
     head_mod = twin.get_output_embeddings()
     head = next((n for n, m in twin.named_modules() if m is head_mod), "")
     quant, dense = _plan(model, head)
@@ -230,6 +268,8 @@ def save_ctensors(model: nn.Module, folder: Path) -> dict[str, Any]:
                + (" sym" if lc.zero is None else " asym")
                + (f" act {lc.activations}" if lc.activations else "")
                + f" ({fmts.get(f) or fmts.get('Linear')})" for f, lc in quant.items()}
+    notes = [ASYM_NOTE] if any(lc.zero is not None and lc.activations is None
+                               for lc in quant.values()) and ASYM_FORMAT != "pack-quantized" else []
     return {"config_changes": changed, "kept_files": kept, "architecture": type(twin).__name__,
             "format": qcfg.format, "quantized_layers": schemes,
-            "dense_layers": [[f, r] for f, r in dense.items()]}
+            "dense_layers": [[f, r] for f, r in dense.items()], "notes": notes}

@@ -119,9 +119,21 @@ def _untie_if_needed(fresh: nn.Module, values: dict[str, torch.Tensor], config: 
     return a is not None and b is not None and not torch.equal(a, b)
 
 
-def dense_twin(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    """A plain transformers model holding ``model``'s effective weights, and what changed
-    in its config. Every tensor of the twin must be filled (none left at random init)."""
+def _fresh(cls: type, config: Any, dtype: torch.dtype) -> nn.Module:
+    """``cls(config)`` born in ``dtype``: no fp32 peak for a bf16 twin."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype if dtype.is_floating_point else old)
+    try:
+        return cls(config)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def dense_twin(model: nn.Module, dtype: torch.dtype = torch.float32
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """A plain transformers model in ``dtype`` holding ``model``'s effective weights, and
+    what changed in its config. Every tensor of the twin must be filled (none left at
+    random init). float32 by default: dequantized weights are kept exactly."""
     if not hasattr(model, "config") or not hasattr(model.config, "to_dict"):
         raise UnsupportedModelError("save_pretrained needs a Hugging Face (transformers) model")
     values = logical_state(model)
@@ -129,11 +141,11 @@ def dense_twin(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     changed = dict(config._mz_changed)
     del config._mz_changed
     cls = type(model)
-    fresh = cls(config)
+    fresh = _fresh(cls, config, dtype)
     if _untie_if_needed(fresh, values, config):
         config.tie_word_embeddings = False
         changed["tie_word_embeddings"] = False
-        fresh = cls(config)
+        fresh = _fresh(cls, config, dtype)
     target = fresh.state_dict()
     missing = [k for k in target if k not in values]
     bad = [k for k in target if k in values and values[k].shape != target[k].shape]

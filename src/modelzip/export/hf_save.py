@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelzipError
@@ -60,6 +61,20 @@ def _tolerance(model: nn.Module, inputs: dict, ref: Any) -> tuple[float, float |
     return TOLERANCE + 3 * act_err, act_err
 
 
+def reference_model(plain: nn.Module, copied: bool) -> tuple[nn.Module, str | None]:
+    """The model the folder is checked against (modelzip's dequantized model: the plain
+    layers, whose forward is dequantize-then-matmul like transformers'), and the dtype
+    transformers loads the folder in. A half-precision model is checked in float32 on
+    both sides (integer codes stay codes; upcast in place when ``plain`` is already a
+    copy): what is compared is the folder's content, not two bf16 kernels' rounding."""
+    dtype = getattr(plain, "dtype", torch.float32)
+    if dtype == torch.float32 or not dtype.is_floating_point:
+        return plain, None
+    ref = plain if copied else copy.deepcopy(plain)
+    ref.__dict__.pop("save_pretrained", None)
+    return ref.float(), "float32"
+
+
 def _plain_layers(model: nn.Module) -> nn.Module:
     """Packed weight-only layers as plain layers holding the same codes (a copy; the
     caller's model stays packed): the writers read codes, scales and zero points there."""
@@ -88,7 +103,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "
         raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
     folder = Path(folder)
     _check_target(folder, overwrite)
-    model = _plain_layers(model)
+    plain = _plain_layers(model)
+    copied, model = plain is not model, plain
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
@@ -100,10 +116,12 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, format: str = "
             summary = save_ctensors(model, tmp)
         summary["format"] = summary.get("format", format) if format != "dense" else "dense"
         if verify:
-            inputs = example_inputs(model)
-            ref = model_output(model, inputs)
-            tol, act_err = _tolerance(model, inputs, ref)
-            summary["verify"] = verify_folder(tmp, ref, inputs, tol)
+            check, dtype = reference_model(model, copied)
+            inputs = example_inputs(check)
+            ref = model_output(check, inputs)
+            tol, act_err = _tolerance(check, inputs, ref)
+            summary["verify"] = verify_folder(tmp, ref, inputs, tol, dtype)
+            del check
             if act_err is not None:
                 summary["verify"]["activation_quant_error"] = act_err
         _publish(tmp, folder)

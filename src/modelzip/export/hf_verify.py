@@ -33,11 +33,13 @@ for i, job in enumerate(json.loads(Path(sys.argv[1]).read_text())):
         cls = getattr(transformers, name, None)
         if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
             raise ValueError(f"config.json names {name!r}, not a transformers model class")
-        model, info = cls.from_pretrained(folder, local_files_only=True,
+        kw = {"dtype": getattr(torch, job["dtype"])} if job.get("dtype") else {}
+        model, info = cls.from_pretrained(folder, local_files_only=True, **kw,
                                           trust_remote_code=False, output_loading_info=True)
         report = {k: sorted(str(x) for x in info.get(k, []) or []) for k in
                   ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
         report["class"] = name
+        report["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
         print("MZ_VERIFY_JSON:" + json.dumps({"job": i, "report": report}), flush=True)
         with torch.no_grad():
             out = model.eval()(**load_file(job["inp"]))
@@ -85,9 +87,11 @@ def model_output(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def load_in_transformers(jobs: list[tuple[Path, dict[str, torch.Tensor]]],
-                         timeout: float = 1800.0) -> list[dict[str, Any]]:
-    """Load each folder with transformers in one fresh subprocess and run it on its
-    inputs; per folder: {"report": load report, "out": output} or {"error": line}."""
+                         timeout: float = 1800.0, dtype: str | None = None
+                         ) -> list[dict[str, Any]]:
+    """Load each folder with transformers in one fresh subprocess (in ``dtype``, e.g.
+    "float32"; None: the config's) and run it on its inputs; per folder:
+    {"report": load report, "out": output} or {"error": line}."""
     from safetensors.torch import load_file, save_file
 
     with tempfile.TemporaryDirectory(prefix="mz-verify-") as tmp:
@@ -95,7 +99,8 @@ def load_in_transformers(jobs: list[tuple[Path, dict[str, torch.Tensor]]],
         for i, (folder, inputs) in enumerate(jobs):
             inp, outp = Path(tmp) / f"in{i}.safetensors", Path(tmp) / f"out{i}.safetensors"
             save_file({k: v.contiguous() for k, v in inputs.items()}, str(inp))
-            spec.append({"folder": str(folder), "inp": str(inp), "out": str(outp)})
+            spec.append({"folder": str(folder), "inp": str(inp), "out": str(outp),
+                         "dtype": dtype})
         (Path(tmp) / "jobs.json").write_text(json.dumps(spec))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
@@ -136,7 +141,8 @@ def compare(ref: torch.Tensor, got: torch.Tensor, tol: float) -> dict[str, float
     if not torch.isfinite(got).all():
         raise ExportVerifyError("transformers' outputs contain NaN or inf")
     diff = float((ref - got).abs().max())
-    cos = float(torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0))
+    cos = float(torch.nn.functional.cosine_similarity(ref.flatten().double(),
+                                                      got.flatten().double(), dim=0))
     if diff > tol:
         raise ExportVerifyError(
             f"transformers' outputs differ from modelzip's by {diff:.3g} (allowed {tol:.3g})")
@@ -151,10 +157,12 @@ def check_result(folder: Path, result: dict[str, Any], ref: torch.Tensor,
     if "error" in result:
         raise ExportVerifyError(f"transformers could not load or run {folder}: "
                                 f"{result['error']}")
-    return {"loaded_as": result["report"].get("class"), **compare(ref, result["out"], tol)}
+    return {"loaded_as": result["report"].get("class"), "dtype": result["report"].get("dtype"),
+            **compare(ref, result["out"], tol)}
 
 
 def verify_folder(folder: Path, ref: torch.Tensor, inputs: dict[str, torch.Tensor],
-                  tol: float) -> dict[str, Any]:
+                  tol: float, dtype: str | None = None) -> dict[str, Any]:
     """Load ``folder`` in a fresh transformers process and check it (see module doc)."""
-    return check_result(folder, load_in_transformers([(folder, inputs)])[0], ref, tol)
+    return check_result(folder, load_in_transformers([(folder, inputs)], dtype=dtype)[0],
+                        ref, tol)
