@@ -250,3 +250,16 @@ def test_too_few_batches_for_the_ranks_is_a_clear_error(monkeypatch) -> None:
     with pytest.raises(mz.ModelzipError, match="ranks"):
         mz.quantize(_tiny_gpt(1), mz.WeightOnly(**GPTQ), calib_data=_calib(2))
 
+
+
+def test_unpack_keeps_a_bf16_model_in_bf16() -> None:
+    model = _llama(1, torch.bfloat16)
+    mz.quantize(model, mz.WeightOnly(bits=4, group_size=16))  # packed by default
+    ids = torch.randint(0, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        packed = model(input_ids=ids).logits.float()
+        mz.unpack(model)
+        assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+        out = model(input_ids=ids).logits
+    assert out.dtype == torch.bfloat16
+    assert float((out.float() - packed).abs().max()) < 0.1

@@ -97,8 +97,9 @@ def packed_from(m: nn.Module) -> PackedBase | None:
     return None
 
 
-def unpacked_from(p: PackedBase) -> nn.Module:
-    """A plain Linear / Embedding holding ``p``'s codes, with the fp32 weight cached."""
+def unpacked_from(p: PackedBase, dtype: torch.dtype | None = None) -> nn.Module:
+    """A plain Linear / Embedding holding ``p``'s codes, with the weight cached in fp32, or
+    in ``dtype`` (bf16 / fp16) for a half-precision model."""
     dev = p.codes.device
     if isinstance(p, PackedLinear):
         with torch.device("meta"):
@@ -114,6 +115,8 @@ def unpacked_from(p: PackedBase) -> nn.Module:
             tensors[key] = getattr(p, f"weight_{key}").clone()
     meta = {"kind": "affine", "bits": p.spec.bits, "group_size": p.spec.group_size,
             "symmetric": p.spec.symmetric, "binary": p.spec.binary}
+    if dtype in _HALF:
+        meta["dtype"] = _HALF[dtype]
     install_reparam(m, "weight", meta, {k: v.to(dev) for k, v in tensors.items()})
     m._mz_bits = {"weight_codes": (p.spec.bits, p.spec.signed)}
     return m
@@ -130,12 +133,25 @@ def pack_model(model: nn.Module, fqns: list[str] | None = None) -> nn.Module:
     return model
 
 
+_HALF = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's floating-point parameters outside packed layers (a bf16
+    model keeps its norms and embeddings in bf16); None when there are none or they mix."""
+    found = {t.dtype for m in model.modules() if not isinstance(m, PackedBase)
+             for t in m.parameters(recurse=False) if t.is_floating_point()}
+    return found.pop() if len(found) == 1 else None
+
+
 def unpack_model(model: nn.Module) -> nn.Module:
-    """Swap packed layers for plain layers that cache their fp32 weight (the fast but
-    memory-hungry representation); returns ``model``."""
+    """Swap packed layers for plain layers that cache their weight (the fast but
+    memory-hungry representation), in the model's own dtype when it is bf16 / fp16;
+    returns ``model``."""
+    dtype = _float_dtype(model)
     for fqn, m in list(model.named_modules()):
         if fqn and isinstance(m, PackedBase):
-            model.set_submodule(fqn, unpacked_from(m))
+            model.set_submodule(fqn, unpacked_from(m, dtype))
     return model
 
 
