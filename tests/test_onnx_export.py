@@ -151,6 +151,68 @@ def test_hugging_face(arch, tmp_path):
     assert float((got - ref).norm() / ref.norm()) < 0.05
 
 
+def _bert_int8():
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = tf.BertModel(tf.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64)).eval()
+    return mz.quantize(model, mz.Int8(targets=["Linear"]))
+
+
+def _ids(n, s, seed):
+    ids = torch.randint(0, 50, (n, s), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.mark.parametrize("mode", ["token", "tensor", "auto"])
+def test_int8_activation_forms(mode, tmp_path):
+    from modelzip.export.onnx_granularity import per_tensor
+    from modelzip.export.onnx_hf import normalize_inputs, reference_output
+
+    model, x = _bert_int8(), _ids(2, 7, 0)
+    calib = [_ids(4, 9, 1), _ids(4, 9, 2)] if mode == "auto" else None
+    s = mz.export_onnx(model, tmp_path / "b.onnx", x, calib_inputs=calib, sizes=False,
+                       int8_activations=None if mode == "auto" else mode)
+    assert s.int8_activations == mode and s.check["rel"] <= s.check["tol"]
+    ops = _ops(tmp_path / "b.onnx")
+    forms = list(s.integer_layers.values())
+    n_tensor = sum("per-tensor" in f for f in forms)
+    assert n_tensor == s.int8["tensor_layers"]
+    if mode == "token":
+        assert n_tensor == 0 and {"QuantizeLinear", "MatMulIntegerToFloat"} <= ops
+        # Q/K/V read one tensor: quantized once (4 distinct inputs per layer, not 6)
+        n_q = sum(n.op_type == "QuantizeLinear" for n in onnx.load(
+            str(tmp_path / "b.onnx")).graph.node)
+        assert n_q == 4 * 2 and sum("once for its group" in f for f in forms) == 6
+    if mode == "tensor":
+        assert n_tensor == len(forms)
+        assert {"DynamicQuantizeLinear", "MatMulIntegerToFloat",
+                "DynamicQuantizeMatMul"} <= ops
+    if mode == "auto":
+        assert {"error_per_token", "error_chosen", "budget"} <= set(s.int8)
+        assert s.int8["error_chosen"] <= (1 + s.int8["budget"]) * s.int8["error_per_token"]
+    if n_tensor:  # reported beside the check: the distance from all-per-token modelzip
+        assert "all-per-token" in str(s) and 0 < s.int8["agreement"] <= 1
+    # ORT matches modelzip with the exported granularity on other inputs too
+    x2 = _ids(3, 5, 3)
+    names = {k for k, f in s.integer_layers.items() if "per-tensor" in f}
+    with per_tensor(model, names):
+        ref = reference_output(model, normalize_inputs(x2))
+    got = OrtModule(tmp_path / "b.onnx")(**x2)
+    assert float((got - ref).norm() / ref.norm()) < 0.02
+
+
+def test_int8_auto_budget_orders_choices(tmp_path):
+    model, x = _bert_int8(), _ids(2, 7, 0)
+    calib = [_ids(4, 9, 1)]
+    strict = mz.export_onnx(model, tmp_path / "a.onnx", x, calib_inputs=calib,
+                            int8_budget=0.0, sizes=False)
+    loose = mz.export_onnx(model, tmp_path / "b.onnx", x, calib_inputs=calib,
+                           int8_budget=50.0, sizes=False)
+    assert strict.int8["tensor_layers"] <= loose.int8["tensor_layers"]
+    assert loose.int8["tensor_layers"] == len(loose.integer_layers)
+
+
 def test_bad_inputs(tmp_path):
     model = _lenet()
     with pytest.raises(mz.ModelzipError, match="does not exist"):
@@ -161,6 +223,8 @@ def test_bad_inputs(tmp_path):
         mz.export_onnx(model, tmp_path / "m.onnx", torch.randn(2, 3, 12, 12))
     with pytest.raises(mz.ModelzipError, match="accuracy_level"):
         mz.export_onnx(model, tmp_path / "m.onnx", X_IMG, accuracy_level=7)
+    with pytest.raises(mz.ModelzipError, match="int8_activations"):
+        mz.export_onnx(model, tmp_path / "m.onnx", X_IMG, int8_activations="row")
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
