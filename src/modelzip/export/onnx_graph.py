@@ -100,7 +100,7 @@ def int8_forms(model: nn.Module, inputs: Inputs, mode: str | None, calib_inputs:
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, *,
                 accuracy_level: int | None = None, fp16: bool = False,
                 int8_activations: str | None = None, calib_inputs: Any = None,
-                int8_budget: float = 0.1, opset: int = OPSET, check: bool = True,
+                int8_budget: float = 0.0, opset: int = OPSET, check: bool = True,
                 sizes: bool = True) -> ExportSummary:
     """Export ``model`` to ``path`` keeping integer weights; verified in ONNX Runtime.
 
