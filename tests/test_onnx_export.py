@@ -225,6 +225,8 @@ def test_bad_inputs(tmp_path):
         mz.export_onnx(model, tmp_path / "m.onnx", X_IMG, accuracy_level=7)
     with pytest.raises(mz.ModelzipError, match="int8_activations"):
         mz.export_onnx(model, tmp_path / "m.onnx", X_IMG, int8_activations="row")
+    with pytest.raises(mz.ModelzipError, match="decode"):
+        mz.export_onnx(model, tmp_path / "m.onnx", X_IMG, decode=True)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -269,3 +271,51 @@ def test_cli_export_and_eval_onnx(tmp_path, capsys):
     assert main(["eval", str(out), "--data", "digits", "--json"]) == 0
     text = capsys.readouterr().out
     assert '"runtime": "onnxruntime"' in text and '"accuracy"' in text
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_decode_step_with_past_key_values(arch, tmp_path):
+    """The decode graph takes and returns past keys/values (dynamic batch, new-token and
+    past lengths) and reproduces transformers' own cached decode, step after step."""
+    tf = pytest.importorskip("transformers")
+    from modelzip.export.onnx_decode import cache_kwarg, output_cache
+    from modelzip.export.onnx_hf import linear_from_conv1d
+
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = linear_from_conv1d(tf.GPT2LMHeadModel(tf.GPT2Config(
+            vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=64)))
+    else:
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(
+            vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64))
+    model = mz.quantize(model.eval(), mz.WeightOnly(bits=4, group_size=16,
+                                                    targets=["Linear"]))
+    s = mz.export_onnx(model, tmp_path / "d.onnx", _ids(2, 5, 0), decode=True, sizes=False)
+    assert "MatMulNBits" in _ops(tmp_path / "d.onnx")
+    assert s.check["rel"] <= s.check["tol"]
+    sess = OrtModule(tmp_path / "d.onnx").sess
+    names = [i.name for i in sess.get_inputs()]
+    assert names[:3] == ["input_ids", "attention_mask", "past_key_0"]
+    assert [o.name for o in sess.get_outputs()][:2] == ["logits", "present_key_0"]
+    prompt = _ids(3, 7, 1)  # other batch size and prompt length than the export's
+    with torch.no_grad():
+        out = model(**prompt, use_cache=True)
+    cache, mask = output_cache(out), prompt["attention_mask"]
+    past = [t.numpy() for layer in cache.layers for t in (layer.keys, layer.values)]
+    tok = out.logits[:, -1:].argmax(-1)
+    for _ in range(3):  # greedy steps: ORT feeds its presents back as the next past
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        got = sess.run(None, dict(zip(names, [tok.numpy(), mask.numpy(), *past],
+                                      strict=True)))
+        with torch.no_grad():
+            ref = model(input_ids=tok, attention_mask=mask, **{cache_kwarg(model): cache},
+                        use_cache=True)
+        cache = output_cache(ref)
+        want = [ref.logits] + [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == tuple(w.shape)
+            assert np.linalg.norm(g - w.numpy()) <= 0.05 * np.linalg.norm(w.numpy())
+        past = got[1:]
+        tok = ref.logits[:, -1:].argmax(-1)
+        assert np.array_equal(got[0][:, -1:].argmax(-1), tok.numpy())

@@ -100,8 +100,8 @@ def int8_forms(model: nn.Module, inputs: Inputs, mode: str | None, calib_inputs:
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, *,
                 accuracy_level: int | None = None, fp16: bool = False,
                 int8_activations: str | None = None, calib_inputs: Any = None,
-                int8_budget: float = 0.0, opset: int = OPSET, check: bool = True,
-                sizes: bool = True) -> ExportSummary:
+                int8_budget: float = 0.0, decode: bool = False, opset: int = OPSET,
+                check: bool = True, sizes: bool = True) -> ExportSummary:
     """Export ``model`` to ``path`` keeping integer weights; verified in ONNX Runtime.
 
     ``accuracy_level`` (MatMulNBits): None tries 4 (int8 activations inside the kernel,
@@ -114,6 +114,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, 
     ``1 + int8_budget`` times the all-per-token error on ``calib_inputs`` (a batch or a
     list of batches like ``example_inputs``; default: the example inputs), per-token
     elsewhere. None: "auto" when ``calib_inputs`` is given, else "token".
+    ``decode``: a Hugging Face causal LM's decode step with past key/values inputs and
+    outputs (``example_inputs``: a prompt dict; see :mod:`.onnx_decode`).
     ``sizes``: also report the .mzip and the dense fp32 ONNX bytes. Returns an
     :class:`ExportSummary` (``str()`` is a table).
     """
@@ -128,8 +130,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, 
     target = Path(path)
     if not target.parent.is_dir():
         raise ModelzipError(f"output folder {target.parent} does not exist")
-    inputs = normalize_inputs(example_inputs)
     model.eval()
+    inputs = _inputs(model, example_inputs, decode)
     forms, info = int8_forms(model, inputs, int8_activations, calib_inputs, int8_budget)
     ref, floor = _reference(model, inputs, forms, info, check)
     levels = [4, 0] if accuracy_level is None else [accuracy_level]
@@ -153,6 +155,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: Any, 
     summary.path = target
     summary.file_bytes = target.stat().st_size
     return summary
+
+
+def _inputs(model: nn.Module, example_inputs: Any, decode: bool) -> Inputs:
+    if not decode:
+        return normalize_inputs(example_inputs)
+    from .onnx_decode import decode_example
+
+    names, tensors = decode_example(model, example_inputs)
+    return Inputs(names, tensors, by_name=False, decode=True)
 
 
 def _reference(model: nn.Module, inputs: Inputs, forms: Int8Forms, info: dict[str, Any],
