@@ -70,8 +70,9 @@ def past_names(n_layers: int, prefix: str) -> list[str]:
 
 
 def decode_example(model: nn.Module, prompt: Any) -> tuple[list[str], tuple]:
-    """(input names, tensors) of one decode step after ``prompt``: the next token (the
-    prompt's argmax), the mask grown by one, and the prompt's real past keys/values."""
+    """(input names, tensors) of one decode step after ``prompt``: two new tokens (the
+    prompt's argmax, twice), the mask grown by two, and the prompt's real past
+    keys/values."""
     if not (isinstance(prompt, dict) and "input_ids" in prompt):
         raise ModelzipError("decode=True needs example inputs as a dict with input_ids "
                             "(a Hugging Face causal LM prompt)")
@@ -86,8 +87,10 @@ def decode_example(model: nn.Module, prompt: Any) -> tuple[list[str], tuple]:
     except Exception as exc:  # not a transformers causal LM: many error types
         raise ModelzipError("decode=True needs a Hugging Face causal LM that returns "
                             f"past_key_values: {str(exc).splitlines()[0][:200]}") from None
-    nxt = out.logits[:, -1:].argmax(-1)
-    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    # two new tokens, not one: traced with one, some models' graphs (Llama's rotary
+    # embedding) broadcast a length-1 axis and then refuse other lengths
+    nxt = out.logits[:, -1:].argmax(-1).repeat(1, 2)
+    mask = torch.cat([mask, torch.ones_like(mask[:, :2])], dim=1)
     names = ["input_ids", "attention_mask"] + past_names(len(past) // 2, "past")
     return names, (nxt, mask, *past)
 
