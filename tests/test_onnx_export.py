@@ -326,3 +326,21 @@ def test_decode_step_with_past_key_values(arch, tmp_path):
         past = got[1:]
         tok = ref.logits[:, -1:].argmax(-1)
         assert np.array_equal(got[0][:, -1:].argmax(-1), tok.numpy())
+
+
+def test_causal_lm_with_input_ids_only(tmp_path):
+    """No attention_mask given: the graph builds an all-ones mask (transformers would
+    otherwise trace torch.diff, which has no ONNX form) and takes input_ids alone."""
+    tf = pytest.importorskip("transformers")
+    from modelzip.export.onnx_hf import linear_from_conv1d
+
+    torch.manual_seed(0)
+    model = linear_from_conv1d(tf.GPT2LMHeadModel(tf.GPT2Config(
+        vocab_size=50, n_embd=32, n_layer=1, n_head=2, n_positions=32))).eval()
+    mz.export_onnx(model, tmp_path / "g.onnx", {"input_ids": IDX}, sizes=False)
+    ort_model = OrtModule(tmp_path / "g.onnx")
+    assert ort_model.input_names == ["input_ids"]
+    x = torch.randint(0, 50, (3, 9))
+    with torch.no_grad():
+        ref = model(input_ids=x).logits
+    assert float((ort_model(input_ids=x) - ref).norm() / ref.norm()) < 1e-4

@@ -76,6 +76,18 @@ def _extra_kwargs(model: nn.Module) -> dict[str, Any]:
     return {"use_cache": False} if "use_cache" in params else {}
 
 
+def _needs_mask(model: nn.Module, names: list[str]) -> bool:
+    """input_ids without attention_mask: transformers then guesses packed sequences from
+    positions with ``torch.diff``, which the exporter cannot write; an all-ones mask built
+    in the graph from the ids' shape means the same (every token attended)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "input_ids" in names and "attention_mask" not in names and (
+        "attention_mask" in params)
+
+
 class Wrapped(nn.Module):
     """Positional inputs in, the model's main output tensor out."""
 
@@ -86,6 +98,7 @@ class Wrapped(nn.Module):
         self.by_name = inputs.by_name
         self.decode = inputs.decode
         self.extra = _extra_kwargs(model) if inputs.by_name else {}
+        self.add_mask = inputs.by_name and _needs_mask(model, self.names)
 
     def forward(self, *tensors: torch.Tensor) -> Any:
         if self.decode:
@@ -93,7 +106,10 @@ class Wrapped(nn.Module):
 
             return step(self.model, tensors[0], tensors[1], tensors[2:])
         if self.by_name:
-            out = self.model(**dict(zip(self.names, tensors, strict=True)), **self.extra)
+            kw = dict(zip(self.names, tensors, strict=True))
+            if self.add_mask:
+                kw["attention_mask"] = torch.ones_like(kw["input_ids"])
+            out = self.model(**kw, **self.extra)
         else:
             out = self.model(*tensors)
         return logits_of(out)
