@@ -1,9 +1,10 @@
 """Issue 14, benchmark 4: ONNX bytes of every built-in recipe's output beside its .mzip
 and the dense fp32 ONNX, with the form each compressed layer takes in the ONNX file.
 
-Transform stages only (fine-tune / distill steps skipped: they change accuracy, not the
-layer forms or bytes); reference models: the cached trained LeNet-5 and tiny_gpt, mlp128
-trained for one epoch here. Every export is verified in ONNX Runtime (fresh process)."""
+Transform stages and QAT's convert only (fine-tune / distill / evaluate steps skipped:
+they change accuracy, not the layer forms or bytes); reference models: the cached trained
+LeNet-5 and tiny_gpt, mlp128 trained for one epoch here. Every export is verified in
+ONNX Runtime (fresh process)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from common import fashion, fmt, shakespeare, trained_lenet5, trained_tiny_gpt, 
 import modelzip as mz
 from modelzip.config import Config
 from modelzip.pipeline.recipe import Recipe, builtin_recipes
+from modelzip.pipeline.steps import Convert, StepConfig
 
 
 def reference(name: str):
@@ -63,8 +65,9 @@ def main() -> None:
                 cache[ref] = reference(ref)
             base, calib, x = cache[ref]
             model = __import__("copy").deepcopy(base)
-            for stage in recipe.stages:
-                if isinstance(stage, Config):
+            for stage in recipe.stages:  # training steps skipped; QAT's convert kept
+                if isinstance(stage, Config) and (not isinstance(stage, StepConfig)
+                                                  or isinstance(stage, Convert)):
                     mz.apply(model, stage, calib_data=calib, example_inputs=x)
             s = mz.export_onnx(model, Path(tmp) / f"{name}.onnx", x)
             rows.append([name, ref, s.mzip_bytes, s.file_bytes, s.fp32_onnx_bytes,

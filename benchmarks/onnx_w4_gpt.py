@@ -5,9 +5,11 @@ and a GPT-2-architecture model built from a config (768 wide, 4 layers, 8192-tok
 random weights, RTN 4-bit group 128 on every Linear and the token embedding). ORT
 MatMulNBits (accuracy_level 4) vs ORT fp32 vs torch fp32 (and modelzip's torch model):
 per-token latency at batch 1, prefill throughput, ONNX bytes, and tiny_gpt's perplexity
-in ORT against modelzip's. The exported graphs have no KV cache (see docs/deploy.md): the
-per-token figure is one forward step over one new token (batch 1, sequence 1: the matmul
-shapes of cached decoding), and the prefill figure a 128-token forward."""
+in ORT against modelzip's. These are the plain exports (no KV cache; ``decode=True``
+gives a decode step with past key/values for Hugging Face causal LMs, see
+docs/deploy.md): the per-token figure is one forward step over one new token (batch 1,
+sequence 1: the matmul shapes of cached decoding), and the prefill figure a 128-token
+forward."""
 
 from __future__ import annotations
 
@@ -100,9 +102,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         res_t = run_model("tiny_gpt", tiny, tq, ex, t, rows, 2, False)
-        ppl = {"modelzip (torch)": mz.perplexity(tq, split.test),
-               "ONNX Runtime": mz.perplexity(OrtModule(t / "tiny_gpt.onnx", 2), split.test),
-               "torch fp32": mz.perplexity(tiny, split.test)}
+        # inference mode as in the timings: packed layers share a scratch buffer created
+        # there, which plain no_grad code may not write (an inference tensor)
+        with torch.inference_mode():
+            ppl = {"modelzip (torch)": mz.perplexity(tq, split.test),
+                   "ONNX Runtime": mz.perplexity(OrtModule(t / "tiny_gpt.onnx", 2),
+                                                 split.test),
+                   "torch fp32": mz.perplexity(tiny, split.test)}
         ids = torch.randint(0, 8192, (1, 128), generator=torch.Generator().manual_seed(0))
         res_g = run_model("gpt2-shape", g2, g2q, ids, t, rows, 2, True)
     write_tables(rows, ppl, {"tiny_gpt": res_t, "gpt2-shape": res_g})

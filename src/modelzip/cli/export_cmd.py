@@ -29,8 +29,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
                    help="MatMulNBits accuracy level (default: 4, falling back to 0)")
     p.add_argument("--fp16", action="store_true", help="store dense float weights as fp16")
-    p.add_argument("--int8-activations", default="token", choices=["token", "tensor"],
-                   help="Int8 dynamic activation scales: per token (exact) or per tensor")
+    p.add_argument("--int8-activations", default=None, choices=["token", "tensor", "auto"],
+                   help="Int8 dynamic activation scales: per token (exact), per tensor "
+                        "(faster), or auto: per tensor where it adds no error on --data "
+                        "calibration batches (default: auto with --data, else token)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -71,13 +73,16 @@ def run(args: Any) -> int:
     if args.format in HF_FORMATS:
         return run_hf(args)
     model = load(args.file, trust_code=args.trust_code)
+    calib = None
     if args.data:
-        example = next(iter(load_dataset(args.data, args.data_root).test))[0][:1]
+        split = load_dataset(args.data, args.data_root)
+        example = next(iter(split.test))[0][:1]
+        calib = [b[0] for b, _ in zip(split.train, range(4), strict=False)]
     else:
         example = example_for(getattr(model, "_mz_arch", None))
     summary = export_onnx(model, args.out, example, opset=args.opset,
                           accuracy_level=args.accuracy_level, fp16=args.fp16,
-                          int8_activations=args.int8_activations)
+                          int8_activations=args.int8_activations, calib_inputs=calib)
     if args.json:
         emit(args, {"file": args.file, "onnx": str(summary.path),
                     "bytes": summary.file_bytes, **summary.to_dict()})

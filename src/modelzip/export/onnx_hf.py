@@ -32,9 +32,14 @@ class Inputs:
     names: list[str]
     tensors: tuple[torch.Tensor, ...]
     by_name: bool
+    decode: bool = False  # a causal LM decode step with past key/values (onnx_decode)
 
     def axes(self) -> dict[str, dict[int, str]]:
         """Dynamic batch axis everywhere; a dynamic sequence axis on 2-D integer inputs."""
+        if self.decode:
+            from .onnx_decode import decode_axes
+
+            return decode_axes(self.names)[1]
         out = {}
         for n, t in zip(self.names, self.tensors, strict=True):
             ax = {0: "batch"} if t.dim() else {}
@@ -71,6 +76,18 @@ def _extra_kwargs(model: nn.Module) -> dict[str, Any]:
     return {"use_cache": False} if "use_cache" in params else {}
 
 
+def _needs_mask(model: nn.Module, names: list[str]) -> bool:
+    """input_ids without attention_mask: transformers then guesses packed sequences from
+    positions with ``torch.diff``, which the exporter cannot write; an all-ones mask built
+    in the graph from the ids' shape means the same (every token attended)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "input_ids" in names and "attention_mask" not in names and (
+        "attention_mask" in params)
+
+
 class Wrapped(nn.Module):
     """Positional inputs in, the model's main output tensor out."""
 
@@ -79,21 +96,34 @@ class Wrapped(nn.Module):
         self.model = model
         self.names = list(inputs.names)
         self.by_name = inputs.by_name
+        self.decode = inputs.decode
         self.extra = _extra_kwargs(model) if inputs.by_name else {}
+        self.add_mask = inputs.by_name and _needs_mask(model, self.names)
 
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        if self.decode:
+            from .onnx_decode import step
+
+            return step(self.model, tensors[0], tensors[1], tensors[2:])
         if self.by_name:
-            out = self.model(**dict(zip(self.names, tensors, strict=True)), **self.extra)
+            kw = dict(zip(self.names, tensors, strict=True))
+            if self.add_mask:
+                kw["attention_mask"] = torch.ones_like(kw["input_ids"])
+            out = self.model(**kw, **self.extra)
         else:
             out = self.model(*tensors)
         return logits_of(out)
 
 
 def reference_output(model: nn.Module, inputs: Inputs) -> torch.Tensor:
-    """modelzip's own output for the example inputs (what ORT must reproduce)."""
+    """modelzip's own output for the example inputs (what ORT must reproduce); a decode
+    step: its outputs (logits, present keys/values) flattened and concatenated."""
     try:
         with torch.inference_mode():
-            return Wrapped(model, inputs).eval()(*inputs.tensors).detach().float()
+            out = Wrapped(model, inputs).eval()(*inputs.tensors)
+            if inputs.decode:
+                return torch.cat([t.detach().float().reshape(-1) for t in out])
+            return out.detach().float()
     except ModelzipError:
         raise
     except Exception as exc:  # shape/dtype mismatches surface as many error types
@@ -105,12 +135,17 @@ def trace_graph(model: nn.Module, inputs: Inputs, path: Path, opset: int) -> Non
     """Export ``model`` (stand-ins already swapped in) with the TorchScript exporter."""
     axes = inputs.axes()
     out_axes = {0: "batch", 1: "sequence"} if inputs.has_sequence else {0: "batch"}
+    outs, dyn = ["output"], {**axes, "output": out_axes}
+    if inputs.decode:
+        from .onnx_decode import decode_axes
+
+        outs, dyn = decode_axes(inputs.names)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(Wrapped(model, inputs).eval(), inputs.tensors, str(path),
-                              input_names=inputs.names, output_names=["output"],
-                              dynamic_axes={**axes, "output": out_axes},
+                              input_names=inputs.names, output_names=outs,
+                              dynamic_axes=dyn,
                               opset_version=opset, dynamo=False, do_constant_folding=True)
     except ModelzipError:
         raise

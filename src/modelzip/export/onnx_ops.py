@@ -39,10 +39,11 @@ def typed(out: Any, like: Any, last: int | None = None) -> Any:
     return out
 
 
-def _token_quant(g: Any, x2: Any) -> tuple[Any, Any]:
-    """Per-row (token) uint8 codes of ``x2`` [M, K] (scale max|x| / 127 clamped as modelzip
-    does, zero point 128: modelzip's int8 codes + 128) and the scales [M, 1]. Two
+def _token_quant(g: Any, x: Any, k: int) -> tuple[Any, Any]:
+    """Per-row (token) uint8 codes of ``x`` as [M, K] (scale max|x| / 127 clamped as
+    modelzip does, zero point 128: modelzip's int8 codes + 128) and the scales [M, 1]. Two
     reductions (no |x| buffer) and one QuantizeLinear with per-row (axis 0) scales."""
+    x2 = g.op("Reshape", x, const(g, [-1, k], torch.int64))
     hi = g.op("ReduceMax", x2, axes_i=[1], keepdims_i=1)
     lo = g.op("ReduceMin", x2, axes_i=[1], keepdims_i=1)
     s = g.op("Div", g.op("Max", g.op("Max", hi, g.op("Neg", lo)), const(g, 1e-8)),
@@ -52,28 +53,49 @@ def _token_quant(g: Any, x2: Any) -> tuple[Any, Any]:
     return g.op("QuantizeLinear", x2, s1, zp, axis_i=0), s
 
 
-def int8_dynamic_symbolic(g: Any, x: Any, mode: str, codes: Any, w_scale: Any,
+def _shared(g: Any, x: Any, mode: str, cache: dict | None, k: int) -> tuple:
+    """The activation quantization of ``x`` for ``mode``, built once per input: layers
+    that read the same tensor (attention Q/K/V) share it. ``cache`` lives for one export."""
+    key = (mode, x.debugName())
+    if cache is not None and key in cache:
+        return cache[key]
+    if mode == "token":
+        out = _token_quant(g, x, k)
+    else:
+        out = tuple(g.op("DynamicQuantizeLinear", x, outputs=3))
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def int8_dynamic_symbolic(g: Any, x: Any, spec: tuple, codes: Any, w_scale: Any,
                           bias: Any, inscale: Any) -> Any:
-    """Int8 dynamic Linear. ``token``: per-token scales, activation shifted to uint8 with
-    zero point 128 (fast u8 x s8 kernels), MatMulIntegerToFloat with the per-channel
-    weight scales, then the row scales and bias; ``tensor``: one activation scale per call,
-    com.microsoft DynamicQuantizeMatMul."""
+    """Int8 dynamic Linear; ``spec`` = (mode, shared, cache). ``token``: per-token scales,
+    activation shifted to uint8 with zero point 128 (fast u8 x s8 kernels),
+    MatMulIntegerToFloat with the per-channel weight scales, then the row scales and bias.
+    ``tensor``: one activation scale per call: com.microsoft DynamicQuantizeMatMul, or,
+    when ``shared`` (several layers read this input), one DynamicQuantizeLinear and a
+    MatMulIntegerToFloat per layer with the bias fused."""
+    mode, shared, cache = spec
     x = _scaled_input(g, x, inscale)
-    n = codes.type().varyingSizes()[-1]
-    if mode == "tensor":
-        args = [x, codes, w_scale, g.op("Constant", value_t=torch.zeros(1, dtype=torch.int8))]
-        if bias is not None:
-            args.append(bias)
+    k, n = codes.type().varyingSizes()
+    zero8 = g.op("Constant", value_t=torch.zeros(1, dtype=torch.int8))
+    if mode == "tensor" and not shared:
+        args = [x, codes, w_scale, zero8] + ([bias] if bias is not None else [])
         return typed(g.op("com.microsoft::DynamicQuantizeMatMul", *args), x, n)
-    k = codes.type().varyingSizes()[0]
-    q, s = _token_quant(g, g.op("Reshape", x, const(g, [-1, k], torch.int64)))
+    if mode == "tensor":
+        q, s, z = _shared(g, x, mode, cache, k)
+        args = [q, codes, s, w_scale, z, zero8] + ([bias] if bias is not None else [])
+        return typed(g.op("com.microsoft::MatMulIntegerToFloat", *args), x, n)
+    q, s = _shared(g, x, mode, cache, k)
     y = g.op("com.microsoft::MatMulIntegerToFloat", q, codes, const(g, 1.0), w_scale,
              const(g, 128, torch.uint8))
     y = g.op("Mul", typed(y, q, n), s)
     lead = g.op("Slice", g.op("Shape", x), const(g, [0], torch.int64),
                 const(g, [-1], torch.int64))
     y = g.op("Reshape", y, g.op("Concat", lead, const(g, [n], torch.int64), axis_i=0))
-    # bias last, on the original shape: ORT then fuses it into BiasGelu / SkipLayerNorm
+    # bias last, on the original shape (its shape stays unknown to ORT, so ORT does not
+    # fuse the residual Add + LayerNorm into SkipLayerNormalization: slower in ORT 1.32)
     return y if bias is None else g.op("Add", y, bias)
 
 
@@ -81,7 +103,7 @@ class Int8DynamicLinear(torch.autograd.Function):
     """x [.., K] -> [.., N] with int8 codes [K, N] and scales [N]."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mode: str, codes: torch.Tensor,
+    def forward(ctx: Any, x: torch.Tensor, spec: tuple, codes: torch.Tensor,
                 w_scale: torch.Tensor, bias: torch.Tensor | None,
                 inscale: torch.Tensor | None) -> torch.Tensor:
         x = x if inscale is None else x * inscale

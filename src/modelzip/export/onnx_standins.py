@@ -39,9 +39,13 @@ def _opt(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
 
 
 class OnnxInt8Linear(nn.Module):
-    def __init__(self, m: Int8Linear, mode: str):
+    """``mode`` "token" / "tensor"; ``shared``: other layers read the same input and
+    reuse its activation quantization through ``cache`` (one dict per export)."""
+
+    def __init__(self, m: Int8Linear, mode: str, shared: bool = False,
+                 cache: dict | None = None):
         super().__init__()
-        self.mode = mode
+        self.spec = (mode, shared, cache)
         self.register_buffer("codes", m.weight_codes.detach().clone().contiguous())
         self.register_buffer("scale", m.weight_scale.detach().clone())
         _opt(self, "bias", None if m.bias is None else m.bias.detach())
@@ -54,7 +58,7 @@ class OnnxInt8Linear(nn.Module):
         if hasattr(self, "act_scale"):
             return ops.Int8StaticLinear.apply(x, self.act_scale, self.act_zero, self.codes,
                                               self.scale, self.bias, self.inscale)
-        return ops.Int8DynamicLinear.apply(x, self.mode, self.codes, self.scale, self.bias,
+        return ops.Int8DynamicLinear.apply(x, self.spec, self.codes, self.scale, self.bias,
                                            self.inscale)
 
 
@@ -215,21 +219,40 @@ def _conv(m: nn.Module, c: oc.Codes) -> tuple[nn.Module | None, str]:
     return OnnxDQConv(m, codes, scale, zero), f"DequantizeLinear {c.bits}-bit per channel"
 
 
-def _int8(m: nn.Module, mode: str) -> tuple[nn.Module, str]:
+@dataclass
+class Int8Forms:
+    """Activation granularity per Int8 dynamic layer ({fqn: "token" | "tensor"}, others
+    ``default``), the layers that share their input with another, and the per-export
+    cache of shared activation quantizations."""
+
+    default: str = "token"
+    forms: dict[str, str] = field(default_factory=dict)
+    shared: set[str] = field(default_factory=set)
+    cache: dict = field(default_factory=dict)
+
+
+def _int8(m: nn.Module, fqn: str, f: Int8Forms) -> tuple[nn.Module, str]:
     if isinstance(m, Int8Conv2d):
         how = "QDQ static" if m.static else "ConvInteger (dynamic, per-tensor activations)"
         return OnnxInt8Conv(m), f"Int8 conv {how}"
     if m.static:
-        return OnnxInt8Linear(m, mode), "Int8 QDQ static (uint8 activations, int8 weights)"
-    how = ("per-token activations, MatMulInteger u8 x s8" if mode == "token"
-           else "per-tensor activations, DynamicQuantizeMatMul")
-    return OnnxInt8Linear(m, mode), f"Int8 dynamic ({how})"
+        return OnnxInt8Linear(m, "static"), ("Int8 QDQ static (uint8 activations, int8 "
+                                             "weights)")
+    mode, shared = f.forms.get(fqn, f.default), fqn in f.shared
+    if mode == "token":
+        how = "per-token activations, MatMulIntegerToFloat u8 x s8"
+    else:
+        how = "per-tensor activations, " + ("DynamicQuantizeLinear + MatMulIntegerToFloat"
+                                            if shared else "DynamicQuantizeMatMul")
+    how += ", input quantized once for its group" if shared else ""
+    return OnnxInt8Linear(m, mode, shared, f.cache), f"Int8 dynamic ({how})"
 
 
-def _standin(m: nn.Module, level: int, mode: str) -> tuple[nn.Module | None, str | None]:
+def _standin(m: nn.Module, fqn: str, level: int, f: Int8Forms
+             ) -> tuple[nn.Module | None, str | None]:
     """(stand-in or None, what it is or why dense) for one module; (None, None): plain."""
     if isinstance(m, (Int8Linear, Int8Conv2d)):
-        return _int8(m, mode)
+        return _int8(m, fqn, f)
     c = codes_of(m)
     reparam = getattr(m, "_mz_reparam", {}).get("weight")
     if c is None:
@@ -245,12 +268,14 @@ def _standin(m: nn.Module, level: int, mode: str) -> tuple[nn.Module | None, str
     return None, f"{type(m).__name__} with integer codes: dense"
 
 
-def swap_for_export(model: nn.Module, *, accuracy_level: int, int8_mode: str) -> Plan:
+def swap_for_export(model: nn.Module, *, accuracy_level: int,
+                    int8: Int8Forms | None = None) -> Plan:
     """Replace exportable integer layers of ``model`` (a copy!) in place; the plan says
     what each compressed layer became."""
     plan = Plan()
+    int8 = Int8Forms() if int8 is None else int8
     for fqn, m in list(model.named_modules()):
-        new, note = _standin(m, accuracy_level, int8_mode)
+        new, note = _standin(m, fqn, accuracy_level, int8)
         if note is None:
             continue
         if new is None:

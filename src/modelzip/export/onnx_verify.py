@@ -34,7 +34,9 @@ try:
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     data = np.load(case, allow_pickle=False)
     feeds = {i.name: data["in_" + i.name] for i in sess.get_inputs()}
-    got = sess.run(None, feeds)[0].astype(np.float64)
+    outs = sess.run(None, feeds)
+    got = outs[0] if len(outs) == 1 else np.concatenate([o.reshape(-1) for o in outs])
+    got = got.astype(np.float64)
     ref = data["ref"].astype(np.float64)
     if got.shape != ref.shape:
         res = {"ok": False, "error": f"output shape {got.shape} != {ref.shape}"}
