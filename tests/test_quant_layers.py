@@ -179,3 +179,15 @@ def test_int8_model_measures_like_fp32():
     mz.quantize(model, mz.Int8())
     assert isinstance(model[0], Int8Conv2d)
     assert mz.count_macs(model, x) == before
+
+
+def test_packed_layer_runs_after_an_inference_mode_call() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32))
+    mz.quantize(model, mz.WeightOnly(bits=4, group_size=32))  # packed by default
+    x = torch.randn(2, 64)
+    with torch.inference_mode():
+        a = model(x)
+    with torch.no_grad():
+        b = model(x)  # the thread's scratch buffer was first made in inference mode
+    assert torch.equal(a, b)

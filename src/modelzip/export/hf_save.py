@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelzipError
 from ..quantization.int8 import Int8Linear
+from ..state import refresh, reparams
 from .hf_dense import dense_twin, save_dense
 from .hf_verify import example_inputs, model_output, verify_folder
 
@@ -72,7 +73,11 @@ def reference_model(plain: nn.Module, copied: bool) -> tuple[nn.Module, str | No
         return plain, None
     ref = plain if copied else copy.deepcopy(plain)
     ref.__dict__.pop("save_pretrained", None)
-    return ref.float(), "float32"
+    ref.float()
+    for *_, meta in reparams(ref):  # dequantize to float32 too
+        meta.pop("dtype", None)
+    refresh(ref)
+    return ref, "float32"
 
 
 def _plain_layers(model: nn.Module) -> nn.Module:
@@ -82,7 +87,7 @@ def _plain_layers(model: nn.Module) -> nn.Module:
 
     if not any(isinstance(m, PackedBase) for m in model.modules()):
         return model
-    plain = unpack_model(copy.deepcopy(model))
+    plain = unpack_model(copy.deepcopy(model), torch.float32)  # exact dequantized weights
     for attr in ("_mz_arch", "save_pretrained"):
         if attr in model.__dict__:
             plain.__dict__[attr] = model.__dict__[attr]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,25 @@ def tensor_bytes(tensors: dict[str, Any]) -> int:
                if isinstance(t, torch.Tensor))
 
 
+def _state_items(model: nn.Module) -> Callable[[], Iterator[tuple[str, Any]]]:
+    """What ``model.state_dict()`` holds, in its order, produced one module at a time:
+    packed layers hand out their codes unpacked (a byte per weight), so building the whole
+    state dict first would hold every layer's unpacked codes at once. Falls back to the
+    whole dict when a module has state-dict hooks."""
+    mods = list(model.named_modules(remove_duplicate=False))
+    if any(m._state_dict_hooks or m._state_dict_pre_hooks for _, m in mods):
+        sd = model.state_dict(keep_vars=False)
+        return lambda: ((k, t) for k, t in sd.items() if not k.endswith("_extra_state"))
+
+    def items() -> Iterator[tuple[str, Any]]:
+        for name, m in mods:
+            dest: dict[str, Any] = {}
+            m._save_to_state_dict(dest, f"{name}." if name else "", False)
+            yield from ((k, t) for k, t in dest.items() if not k.endswith("_extra_state"))
+
+    return items
+
+
 def entropy_plan(entropy: str | tuple[str, ...] | None, nbytes: int) -> tuple[str, ...] | None:
     """The coders to try on every stream, or None for the fast path.
 
@@ -201,12 +220,12 @@ def _encode_model(model: nn.Module, entropy: str | tuple[str, ...] | None, half:
         raise ModelzipError(f"save() needs an nn.Module, got {type(model).__name__}")
     if info:
         check_json_bounds(info, "info")
-    sd = {k: t for k, t in model.state_dict(keep_vars=False).items()
-          if not k.endswith("_extra_state")}
-    writer = StreamWriter(entropy_plan(entropy, tensor_bytes(sd)), sink)
+    states = _state_items(model)
+    size = sum(t.numel() * t.element_size() for _, t in states() if isinstance(t, torch.Tensor))
+    writer = StreamWriter(entropy_plan(entropy, size), sink)
     params = {k for k, _ in model.named_parameters()}
     tensors = []
-    for key, t in sd.items():
+    for key, t in states():
         if not isinstance(t, torch.Tensor) or t.dtype not in DTYPE_NAMES:
             raise ModelzipError(f"cannot store {key} of type {getattr(t, 'dtype', type(t))}")
         tensors.append(_encode_tensor(writer, model, key, t, key in params, half))

@@ -22,9 +22,10 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
     """A 1-D buffer of at least ``numel`` elements, shared by this thread's packed layers.
 
     Callers must consume the buffer before the next call (true for inference: each
-    matmul reads its weight before the next layer dequantizes)."""
+    matmul reads its weight before the next layer dequantizes). Buffers made inside
+    ``torch.inference_mode()`` are inference tensors, unusable outside it: kept apart."""
     bufs = _LOCAL.__dict__.setdefault("bufs", {})
-    key = (dtype, str(device))
+    key = (dtype, str(device), torch.is_inference_mode_enabled())
     buf = bufs.get(key)
     if buf is None or buf.numel() < numel:
         buf = torch.empty(numel, dtype=dtype, device=device)

@@ -144,11 +144,11 @@ def _float_dtype(model: nn.Module) -> torch.dtype | None:
     return found.pop() if len(found) == 1 else None
 
 
-def unpack_model(model: nn.Module) -> nn.Module:
+def unpack_model(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """Swap packed layers for plain layers that cache their weight (the fast but
-    memory-hungry representation), in the model's own dtype when it is bf16 / fp16;
-    returns ``model``."""
-    dtype = _float_dtype(model)
+    memory-hungry representation), in ``dtype``; by default the model's own dtype when it
+    is bf16 / fp16 (else float32); returns ``model``."""
+    dtype = dtype or _float_dtype(model)
     for fqn, m in list(model.named_modules()):
         if fqn and isinstance(m, PackedBase):
             model.set_submodule(fqn, unpacked_from(m, dtype))
