@@ -65,6 +65,25 @@ def write_result(name: str, title: str, tables: list[dict[str, Any]], *,
     return path
 
 
+def launch_ranks(job: str, tmp: Path, ranks: int, threads: int, tag: str,
+                 timeout: int = 1800, env: dict[str, str] | None = None) -> Path:
+    """Run the script text ``job`` in fresh processes: plain Python for one rank, torchrun
+    (--standalone) for more; its argv is (output path, threads). Returns the output path."""
+    import subprocess
+    import sys
+
+    script, out = tmp / f"{tag}.py", tmp / f"{tag}.json"
+    script.write_text(job)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(threads),
+           **(env or {})}
+    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={ranks}"] if ranks > 1 else [])
+    res = subprocess.run([*cmd, str(script), str(out), str(threads)], env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
 def fmt(v: Any, digits: int = 4) -> Any:
     """Round floats for tables."""
     return round(v, digits) if isinstance(v, float) else v

@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from common import REPO, fmt, trained_tiny_gpt, write_result
+from common import REPO, fmt, launch_ranks, trained_tiny_gpt, write_result
 
 REPEATS = 2
 CALIB_SEQS = 256  # 256 x 128 tokens, 16 batches of 16
@@ -52,15 +50,7 @@ JOB = textwrap.dedent("""
 
 
 def run(tmp: Path, ranks: int, threads: int, tag: str) -> dict:
-    script, out = tmp / "job.py", tmp / f"{tag}.json"
-    script.write_text(JOB)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(threads),
-           "MODELZIP_NO_PROGRESS": "1"}
-    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",
-                               f"--nproc_per_node={ranks}"] if ranks > 1 else [])
-    res = subprocess.run([*cmd, str(script), str(out), str(threads)], env=env,
-                         capture_output=True, text=True, timeout=1800)
-    assert res.returncode == 0, res.stderr[-3000:]
+    out = launch_ranks(JOB, tmp, ranks, threads, tag, env={"MODELZIP_NO_PROGRESS": "1"})
     return {**json.loads(out.read_text()), "state": str(out) + ".safetensors"}
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from common import REPO, fmt, write_result
+from common import fmt, launch_ranks, write_result
 
 EPOCHS = 6
 REPEATS = 2
@@ -46,15 +44,7 @@ JOB = textwrap.dedent("""
 
 
 def run(tmp: Path, ranks: int, threads: int, tag: str) -> dict:
-    script, out = tmp / "job.py", tmp / f"{tag}.json"
-    script.write_text(JOB)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",
-                               f"--nproc_per_node={ranks}"] if ranks > 1 else [])
-    res = subprocess.run([*cmd, str(script), str(out), str(threads)], env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(out.read_text())
+    return json.loads(launch_ranks(JOB, tmp, ranks, threads, tag, timeout=900).read_text())
 
 
 def max_diff(a: dict, b: dict) -> float:
