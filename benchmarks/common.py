@@ -84,6 +84,21 @@ def launch_ranks(job: str, tmp: Path, ranks: int, threads: int, tag: str,
     return out
 
 
+RANK_CONFIGS = ((1, 1), (1, 2), (2, 1))  # (ranks, threads per rank)
+
+
+def rank_runs(job: str, tmp: Path, repeats: int, **kw: Any) -> dict[tuple[int, int], list[Path]]:
+    """``job`` under every RANK_CONFIGS entry, the configurations alternating within each
+    repeat (so load affects all alike); the output paths per configuration."""
+    runs: dict[tuple[int, int], list[Path]] = {c: [] for c in RANK_CONFIGS}
+    for rep in range(repeats):
+        for ranks, threads in RANK_CONFIGS:
+            out = launch_ranks(job, tmp, ranks, threads, f"r{ranks}t{threads}x{rep}", **kw)
+            runs[(ranks, threads)].append(out)
+            print(ranks, threads, out.read_text()[:120], flush=True)
+    return runs
+
+
 def fmt(v: Any, digits: int = 4) -> Any:
     """Round floats for tables."""
     return round(v, digits) if isinstance(v, float) else v

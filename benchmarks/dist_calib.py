@@ -17,7 +17,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from common import REPO, fmt, launch_ranks, trained_tiny_gpt, write_result
+from common import RANK_CONFIGS, REPO, fmt, rank_runs, trained_tiny_gpt, write_result
 
 REPEATS = 2
 CALIB_SEQS = 256  # 256 x 128 tokens, 16 batches of 16
@@ -49,11 +49,6 @@ JOB = textwrap.dedent("""
 """).format(bench=str(REPO / "benchmarks"), seqs=CALIB_SEQS)
 
 
-def run(tmp: Path, ranks: int, threads: int, tag: str) -> dict:
-    out = launch_ranks(JOB, tmp, ranks, threads, tag, env={"MODELZIP_NO_PROGRESS": "1"})
-    return {**json.loads(out.read_text()), "state": str(out) + ".safetensors"}
-
-
 def compare(a: str, b: str) -> tuple[float, int, float]:
     """(share of equal codes, codes that differ, largest relative scale difference)."""
     from safetensors.torch import load_file
@@ -74,15 +69,12 @@ def compare(a: str, b: str) -> tuple[float, int, float]:
 
 def main() -> None:
     trained_tiny_gpt()  # train/cache once, before the ranks read it
-    configs = [(1, 1), (1, 2), (2, 1)]  # (ranks, threads per rank)
-    runs: dict[tuple[int, int], list[dict]] = {c: [] for c in configs}
+    configs = RANK_CONFIGS
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(REPEATS):
-            for ranks, threads in configs:
-                r = run(Path(tmp), ranks, threads, f"r{ranks}t{threads}x{rep}")
-                runs[(ranks, threads)].append(r)
-                print(ranks, threads, round(r["seconds"], 2), round(r["ppl"], 4), flush=True)
-        share, differ, scale = compare(runs[(1, 1)][0]["state"], runs[(2, 1)][0]["state"])
+        outs = rank_runs(JOB, Path(tmp), REPEATS, env={"MODELZIP_NO_PROGRESS": "1"})
+        runs = {c: [json.loads(p.read_text()) for p in ps] for c, ps in outs.items()}
+        share, differ, scale = compare(f"{outs[(1, 1)][0]}.safetensors",
+                                       f"{outs[(2, 1)][0]}.safetensors")
     med = {c: statistics.median(r["seconds"] for r in runs[c]) for c in configs}
     rows = [[f"{c[0]} rank(s) x {c[1]} thread(s)", fmt(runs[c][0]["ppl"]), fmt(med[c], 2),
              [fmt(r["seconds"], 2) for r in runs[c]], fmt(med[c] / med[(1, 1)], 2)]

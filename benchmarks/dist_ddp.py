@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from common import fmt, launch_ranks, write_result
+from common import RANK_CONFIGS, fmt, rank_runs, write_result
 
 EPOCHS = 6
 REPEATS = 2
@@ -43,10 +43,6 @@ JOB = textwrap.dedent("""
 """).format(epochs=EPOCHS)
 
 
-def run(tmp: Path, ranks: int, threads: int, tag: str) -> dict:
-    return json.loads(launch_ranks(JOB, tmp, ranks, threads, tag, timeout=900).read_text())
-
-
 def max_diff(a: dict, b: dict) -> float:
     import torch
 
@@ -55,14 +51,10 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def main() -> None:
-    configs = [(1, 1), (1, 2), (2, 1)]  # (ranks, threads per rank)
-    runs: dict[tuple[int, int], list[dict]] = {c: [] for c in configs}
+    configs = RANK_CONFIGS
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(REPEATS):
-            for ranks, threads in configs:
-                r = run(Path(tmp), ranks, threads, f"r{ranks}t{threads}x{rep}")
-                runs[(ranks, threads)].append(r)
-                print(ranks, threads, round(r["seconds"], 2), r["curve"][-1], flush=True)
+        outs = rank_runs(JOB, Path(tmp), REPEATS, timeout=900)
+        runs = {c: [json.loads(p.read_text()) for p in ps] for c, ps in outs.items()}
     ref = runs[(1, 1)][0]
     two = runs[(2, 1)][0]
     curve_rows = [[e + 1, fmt(ref["curve"][e][0], 6), fmt(two["curve"][e][0], 6),
