@@ -191,3 +191,23 @@ def test_packed_layer_runs_after_an_inference_mode_call() -> None:
     with torch.no_grad():
         b = model(x)  # the thread's scratch buffer was first made in inference mode
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bits,symmetric", [(4, True), (4, False), (3, True), (2, False)])
+def test_packed_set_codes_round_trips_and_refuses_codes_out_of_range(bits, symmetric):
+    """Codes go in as the state dict holds them (int8 signed or uint8); one outside the
+    width (either side, including int8 wrap-around) is a FormatError, never packed."""
+    torch.manual_seed(0)
+    lin = PackedLinear(256, 16, True, bits, 128, symmetric)
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if symmetric else (0, 1 << bits)
+    dtype = torch.int8 if symmetric else torch.uint8
+    codes = torch.randint(lo, hi, (16, 256)).to(dtype)
+    lin.set_codes(codes)
+    assert torch.equal(lin.codes_tensor(), codes)
+    bad = [hi] + ([lo - 1, -128] if symmetric else [255])
+    for value in bad:
+        wrong = codes.clone()
+        wrong[3, 7] = value
+        with pytest.raises(mz.FormatError, match="outside"):
+            lin.set_codes(wrong)
+    assert torch.equal(lin.codes_tensor(), codes)

@@ -83,8 +83,11 @@ def unpack_symbols(data: bytes, count: int, bits: int) -> np.ndarray:
             return buf.view(f"<u{bits // 8}")
         per, mask = 8 // bits, np.uint8((1 << bits) - 1)
         out = np.empty((buf.size, per), np.uint8)
-        for i in range(per):
-            np.bitwise_and(buf >> np.uint8(i * bits), mask, out=out[:, i])
+        for i in range(per):  # the lowest field needs no shift, the highest no mask
+            if i == per - 1:
+                np.right_shift(buf, np.uint8(i * bits), out=out[:, i])
+            else:
+                np.bitwise_and(buf >> np.uint8(i * bits) if i else buf, mask, out=out[:, i])
         return out.ravel()[:count]
     return unpack(data, bits, count)
 

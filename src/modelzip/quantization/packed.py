@@ -34,6 +34,18 @@ def slot_bits(bits: int) -> int:
     return next(b for b in (1, 2, 4, 8) if b >= bits)
 
 
+def _unsigned_codes(codes: torch.Tensor, offset: int) -> torch.Tensor:
+    """``codes + offset`` as uint8, where any code outside ``[-offset, 2**bits - offset)``
+    lands at or above ``2**bits`` (int8 codes are added in uint8 with wrap-around: one
+    pass, no int16 copy; for a code in [-128, 127] the sum mod 256 is below 2**bits only
+    when the code is in range)."""
+    if codes.dtype in (torch.int8, torch.uint8):
+        u = codes.view(torch.uint8)
+        return u + offset if offset else u
+    u = codes.to(torch.int32) + offset  # wider integers: out-of-range values go to 255
+    return u.masked_fill(u < 0, 255).clamp(max=255).to(torch.uint8)
+
+
 class PackedBase(nn.Module):
     """Shared storage of packed layers: ``codes`` (uint8, rows x packed cols, group-blocked
     when the shape allows, see :mod:`modelzip.ops.dequant`), ``weight_scale``
@@ -79,18 +91,20 @@ class PackedBase(nn.Module):
 
     def codes_tensor(self) -> torch.Tensor:
         """The integer codes ``[rows, cols]`` as the unpacked layer holds them."""
+        dtype = torch.int8 if self.spec.signed else torch.uint8
+        if self.codes.is_meta:  # sizing a layer (load-time bounds): no work to do
+            return torch.empty(self.rows, self.cols, dtype=dtype, device="meta")
         u = self._unsigned().to(torch.int16) - self.offset
-        return u.to(torch.int8 if self.spec.signed else torch.uint8)
+        return u.to(dtype)
 
     def set_codes(self, codes: torch.Tensor) -> None:
         """Pack integer ``codes`` ``[rows, cols]`` (signed or not, as the spec says)."""
         if tuple(codes.shape) != (self.rows, self.cols):
             raise FormatError(f"weight codes of shape {tuple(codes.shape)}, expected "
                               f"{(self.rows, self.cols)}")
-        u = codes.to(torch.int16) + self.offset
-        if u.numel() and (u.min() < 0 or u.max() >= 1 << self.spec.bits):
+        u = _unsigned_codes(codes, self.offset)
+        if u.numel() and int(u.max()) >= 1 << self.spec.bits:
             raise FormatError(f"weight codes outside {self.spec.bits} bits")
-        u = u.to(torch.uint8)
         packed = (pack_blocked(u, self.slot, self.group) if self.blocked
                   else pack_rows(u, self.slot))
         self.codes = packed.to(self.codes.device)
