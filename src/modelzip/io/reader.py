@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +83,14 @@ class StreamReader:
 
     def __init__(self, streams: list[tuple[list[Any], bytes]]):
         self.streams, self.used = streams, set()
+        self._lock = threading.Lock()  # entries may be decoded by several threads
 
     def symbols(self, ref: Any, bits: int | None = None, count: int | None = None
                 ) -> np.ndarray:
         need(is_int(ref) and 0 <= ref < len(self.streams), f"bad stream reference {ref!r}")
-        need(ref not in self.used, f"stream {ref} referenced twice")
-        self.used.add(ref)
+        with self._lock:
+            need(ref not in self.used, f"stream {ref} referenced twice")
+            self.used.add(ref)
         (name, sbits, scount, _, _), data = self.streams[ref]
         need(bits is None or sbits == bits, f"stream {ref} has width {sbits}, expected {bits}")
         need(count is None or scount == count,
@@ -117,7 +121,10 @@ def _decode_values(v: Any, n: int, dtype: torch.dtype, rd: StreamReader
         # the narrowest signed type that holds the codes: no full-size int64 intermediate
         kind = np.int8 if bits < 8 else np.int16 if bits < 16 else np.int32 if bits < 32 \
             else np.int64
-        codes = rd.symbols(v.get("data"), bits, n).astype(kind, copy=False)
+        codes = rd.symbols(v.get("data"), bits, n)
+        # symbols under 8 bits are uint8 below 128: read as int8 in place, no copy
+        codes = codes.view(kind) if kind == np.int8 and codes.dtype == np.uint8 \
+            else codes.astype(kind, copy=False)
         if signed:
             codes = codes - kind(1 << (bits - 1))
         return legacy_v1.codes_tensor(codes, dtype), (bits, signed)
@@ -155,6 +162,41 @@ def _decode_entry(e: dict[str, Any], shape: tuple[int, ...], n: int, dtype: torc
     return _decode_values(e, n, dtype, rd)
 
 
+def _checked_entries(entries: list[Any], streams: Any
+                     ) -> list[tuple[dict[str, Any], tuple[int, ...], int, torch.dtype]]:
+    """(entry, shape, elements, dtype) per tensor entry, every key, dtype and shape
+    checked and the declared elements bounded by the streams' bytes, before decoding."""
+    budget = max(MIN_BUDGET, sum(len(s[1]) for s in streams) * ELEMENTS_PER_BYTE)
+    jobs, keys, total = [], set(), 0
+    for e in entries:
+        need(isinstance(e, dict) and isinstance(e.get("key"), str), "bad tensor entry")
+        key = e["key"]
+        need(key not in keys, f"tensor {key!r} appears twice")
+        keys.add(key)
+        dtype = dtype_of(e.get("dtype", "float32"))
+        need(dtype is not None, f"bad dtype for {key!r}")
+        shape, n = check_shape(e.get("shape"), key)
+        total += n
+        need(total <= budget, "the file declares more elements than it can hold")
+        jobs.append((e, shape, n, dtype))
+    return jobs
+
+
+def _phase(e: dict[str, Any]) -> int:
+    codec = e.get("codec")
+    return {"pattern": 0, "masked": 2}.get(codec, 1) if isinstance(codec, str) else 1
+
+
+def _map(fn: Any, jobs: list[Any]) -> list[Any]:
+    """``fn`` over ``jobs`` in order, on as many threads as torch may use (stream decoding
+    and the numpy/torch conversions release the GIL); one thread: a plain loop."""
+    workers = min(torch.get_num_threads(), len(jobs))
+    if workers <= 1:
+        return [fn(j) for j in jobs]
+    with ThreadPoolExecutor(workers, thread_name_prefix="mzip-decode") as pool:
+        return list(pool.map(fn, jobs))
+
+
 def decode_tensors(manifest: dict[str, Any], streams: Any) -> Decoded:
     """All tensors of the file (key -> tensor), the Parameter keys, declared code widths."""
     if manifest.get("version") == 1:
@@ -163,25 +205,20 @@ def decode_tensors(manifest: dict[str, Any], streams: Any) -> Decoded:
     out: dict[str, torch.Tensor] = {}
     params: set[str] = set()
     widths: dict[str, tuple[int, bool]] = {}
-    total = 0
-    budget = max(MIN_BUDGET, sum(len(s[1]) for s in streams) * ELEMENTS_PER_BYTE)
-    entries = manifest["tensors"]
-    order = sorted(entries, key=lambda e: 0 if isinstance(e, dict) and
-                   e.get("codec") == "pattern" else 1)
-    for e in order:
-        need(isinstance(e, dict) and isinstance(e.get("key"), str), "bad tensor entry")
-        key = e["key"]
-        need(key not in out, f"tensor {key!r} appears twice")
-        dtype = dtype_of(e.get("dtype", "float32"))
-        need(dtype is not None, f"bad dtype for {key!r}")
-        shape, n = check_shape(e.get("shape"), key)
-        total += n
-        need(total <= budget, "the file declares more elements than it can hold")
-        t, width = _decode_entry(e, shape, n, dtype, out, rd)
-        out[key] = t.reshape(shape)
-        if width is not None:
-            widths[key] = width
-        if e.get("param", False) is True:
-            params.add(key)
+    jobs = _checked_entries(manifest["tensors"], streams)
+    # masks first (patterns), masked values last: they read their decoded mask
+    phases = [[j for j in jobs if _phase(j[0]) == p] for p in range(3)]
+
+    def one(job: tuple[dict[str, Any], tuple[int, ...], int, torch.dtype]) -> Any:
+        e, shape, n, dtype = job
+        return _decode_entry(e, shape, n, dtype, out, rd)
+
+    for group in phases:
+        for (e, shape, _, _), (t, width) in zip(group, _map(one, group)):
+            out[e["key"]] = t.reshape(shape)
+            if width is not None:
+                widths[e["key"]] = width
+            if e.get("param", False) is True:
+                params.add(e["key"])
     need(len(rd.used) == len(streams), "file holds streams that no tensor uses")
     return out, params, widths
