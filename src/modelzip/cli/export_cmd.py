@@ -33,12 +33,20 @@ def add_parser(sub: Any) -> None:
                    help="Int8 dynamic activation scales: per token (exact), per tensor "
                         "(faster), or auto: per tensor where it adds no error on --data "
                         "calibration batches (default: auto with --data, else token)")
+    p.add_argument("--decode", action="store_true",
+                   help="a Hugging Face causal LM's decode step: past key/values in and out")
     add_json(p)
     p.set_defaults(func=run)
 
 
-def example_for(arch: Any) -> torch.Tensor:
-    """An example input from a zoo architecture record."""
+def example_for(arch: Any) -> Any:
+    """An example input from a zoo or Hugging Face (token ids) architecture record."""
+    if isinstance(arch, dict) and arch.get("kind") == "hf":
+        vocab = (arch.get("config") or {}).get("vocab_size")
+        if not isinstance(vocab, int) or vocab < 1:
+            raise ModelzipError("the file's Hugging Face config has no vocab_size: give --data")
+        ids = torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(0))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if not isinstance(arch, dict) or arch.get("kind") != "zoo":
         raise ModelzipError("give --data to export a model that is not from the zoo")
     kw, name = arch.get("kwargs", {}), arch.get("name")
@@ -82,7 +90,8 @@ def run(args: Any) -> int:
         example = example_for(getattr(model, "_mz_arch", None))
     summary = export_onnx(model, args.out, example, opset=args.opset,
                           accuracy_level=args.accuracy_level, fp16=args.fp16,
-                          int8_activations=args.int8_activations, calib_inputs=calib)
+                          int8_activations=args.int8_activations, calib_inputs=calib,
+                          decode=args.decode)
     if args.json:
         emit(args, {"file": args.file, "onnx": str(summary.path),
                     "bytes": summary.file_bytes, **summary.to_dict()})
