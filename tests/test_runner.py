@@ -84,3 +84,18 @@ def test_prune_until_relative_budget_on_negative_metric(trained_mlp, digits):
                           evaluate=lambda m: -1.0 - mz.accuracy(m, digits.test) * 0,
                           levels=[0.5], max_drop=0.01, relative=True, progress=False)
     assert hist[-1]["accepted"]  # the metric never moves: -1 >= -1.01
+
+
+def test_attempt_sizes_are_quick_estimates_and_exact_for_large_models():
+    """Attempts are sized with Huffman only up to 16 MiB of tensors (an upper bound of the
+    default "best" search) and with the fast path above it, which is what mz.save
+    writes by default for such models: the estimate is then the file's exact size."""
+    from modelzip.measure import file_bytes
+    from modelzip.pipeline.runner import attempt_bytes
+
+    torch.manual_seed(0)
+    small = torch.nn.Linear(64, 32)
+    assert attempt_bytes(small) == file_bytes(small, entropy="huffman")
+    assert attempt_bytes(small) >= file_bytes(small)
+    large = torch.nn.Linear(2048, 2100)  # 17.2 MB of fp32 weights
+    assert attempt_bytes(large) == file_bytes(large) == file_bytes(large, entropy="fast")

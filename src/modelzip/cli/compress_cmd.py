@@ -70,7 +70,8 @@ def run(args: Any) -> int:
 
 
 BYTES_NOTE = ("file_bytes is the size of the written file; history[].bytes and "
-              "closest_failing.bytes are estimates (each attempt coded with Huffman only)")
+              "closest_failing.bytes are estimates (each attempt coded with Huffman only, or "
+              "with the fast coders for models over 16 MiB)")
 
 
 def _explain(m: dict[str, Any], stopped: str) -> None:

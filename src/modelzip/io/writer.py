@@ -195,10 +195,13 @@ def entropy_plan(entropy: str | tuple[str, ...] | None, nbytes: int) -> tuple[st
 
     "best": every registered coder (smallest kept; lzma preset 9e is slow on big float
     streams); "fast": the fast path; "auto" (default): "best" while the model's tensors
-    take at most AUTO_EXHAUSTIVE_BYTES, "fast" above; "none": raw packing only; or coder
+    take at most AUTO_EXHAUSTIVE_BYTES, "fast" above; "estimate" (sizing a compression
+    run's attempts): Huffman only up to that size (a quick, close upper bound of "best"),
+    "fast" above (exactly what "auto" writes); "none": raw packing only; or coder
     names ("huffman", ("huffman", "zstd"), ...) tried exhaustively."""
-    if entropy == "auto":
-        entropy = "best" if nbytes <= AUTO_EXHAUSTIVE_BYTES else "fast"
+    if entropy in ("auto", "estimate"):
+        small = nbytes <= AUTO_EXHAUSTIVE_BYTES
+        entropy = ("best" if entropy == "auto" else "huffman") if small else "fast"
     if entropy == "best":
         return tuple(c for c in coders() if c != "raw")
     if entropy == "fast":

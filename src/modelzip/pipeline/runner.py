@@ -92,10 +92,11 @@ class Attempt:
 
 
 def attempt_bytes(model: nn.Module) -> int:
-    """Bytes of an attempt's file coded with Huffman only: a fast, close upper bound of
-    the final file (which also tries zstd and lzma per stream); reports call it an
-    estimate, and the final figure is always the written file's."""
-    return file_bytes(model, entropy="huffman")
+    """Bytes of an attempt's file, quickly: coded with Huffman only for models of at most
+    16 MiB (a close upper bound of the final file, which also tries zstd and lzma per
+    stream), with the fast path above (what ``mz.save`` writes for them). Reports call it
+    an estimate; the final figure is always the written file's."""
+    return file_bytes(model, entropy="estimate")
 
 
 def describe(cfg: Config) -> str:

@@ -54,7 +54,8 @@ def page(rep: Any, images: dict[str, str]) -> str:
         parts += ["<h2>Attempts</h2>",
                   _table(["stage", "metric", "est. bytes", "meets", "seconds"], rows),
                   "<p>est. bytes: the attempt's model coded with Huffman only (a close upper "
-                  "bound); the file bytes above are those of the written file.</p>"]
+                  "bound), or with the fast coders for models over 16 MiB; the file bytes "
+                  "above are those of the written file.</p>"]
     if getattr(rep, "trust", None):
         from .trust_section import html_section
 

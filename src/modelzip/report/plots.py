@@ -55,7 +55,7 @@ def attempts_png(history: list[dict[str, Any]]) -> bytes:
     ax.scatter([h["bytes"] for h in bad], [h["metric"] for h in bad], c="tab:red",
                marker="x", label="breaks requirement")
     ax.set_xscale("log")
-    ax.set_xlabel("est. file bytes (Huffman only)")
+    ax.set_xlabel("est. file bytes")
     ax.set_ylabel("metric")
     ax.legend(fontsize=8)
     ax.set_title("attempts: metric against size")

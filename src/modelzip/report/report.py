@@ -121,7 +121,8 @@ def report(model: nn.Module, baseline: nn.Module | None = None, *, result: Any =
 
     ``file``: the .mzip the model was written to; its bytes are the size shown (without it,
     the model is saved to a temporary file and that file is measured). Sizes of a run's
-    attempts are Huffman-only estimates and are labelled so."""
+    attempts are estimates (Huffman only, or the fast path for models over 16 MiB) and are
+    labelled so."""
     if not isinstance(model, nn.Module):
         raise ModelzipError(f"report() needs an nn.Module, got {type(model).__name__}")
     layers, totals = layer_table(read_contents(file)) if file is not None else layer_rows(model)
