@@ -211,3 +211,21 @@ def test_packed_set_codes_round_trips_and_refuses_codes_out_of_range(bits, symme
         with pytest.raises(mz.FormatError, match="outside"):
             lin.set_codes(wrong)
     assert torch.equal(lin.codes_tensor(), codes)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_packed_bf16_forward_is_as_precise_as_a_dense_bf16_weight(symmetric):
+    """In bf16 the packed layer dequantizes (code - shift) * scale: no cancellation
+    between two large terms, so its error is that of a dense bf16 weight."""
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Linear(512, 256))
+    ref = copy.deepcopy(lin)
+    mz.quantize(lin, mz.WeightOnly(bits=4, group_size=128, symmetric=symmetric, packed=True))
+    mz.quantize(ref, mz.WeightOnly(bits=4, group_size=128, symmetric=symmetric,
+                                   packed=False))
+    x = torch.randn(4, 512) * 3
+    exact = ref(x).detach()
+    w, b = ref[0].weight.detach(), ref[0].bias.detach()
+    dense = torch.nn.functional.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()).float()
+    packed = lin.to(torch.bfloat16)(x.bfloat16()).float()
+    assert (packed - exact).abs().max() <= 1.5 * (dense - exact).abs().max() + 1e-3

@@ -66,12 +66,13 @@ def unpack_blocked(codes: torch.Tensor, slot: int, group: int) -> torch.Tensor:
 
 
 def scaled_codes(codes: torch.Tensor, slot: int, group: int, scale: torch.Tensor,
-                 out: torch.Tensor) -> torch.Tensor:
-    """``code * scale`` as floats ``[rows, cols]`` written into flat buffer ``out``.
+                 out: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``(code - shift) * scale`` as floats ``[rows, cols]`` written into flat buffer
+    ``out``; ``scale``, ``shift``: ``[rows or 1, cols / group]``.
 
-    ``scale``: ``[rows or 1, cols / group]``. The caller subtracts the zero point
-    (``shift * scale`` per group) on the activation side, which costs one small matmul
-    instead of another pass over the weight."""
+    Without ``shift`` the caller subtracts the zero point (``shift * scale`` per group) on
+    the activation side, which costs one small matmul instead of another pass over the
+    weight (fine in fp32; in bf16 the two large terms cancel, so there pass ``shift``)."""
     per = 8 // slot
     rows = codes.shape[0]
     c = codes.reshape(rows, -1, group // per)
@@ -84,5 +85,7 @@ def scaled_codes(codes: torch.Tensor, slot: int, group: int, scale: torch.Tensor
         for i in range(per):
             part = c if i == 0 else torch.bitwise_right_shift(c, i * slot)
             full[:, :, i, :].copy_(part if i == per - 1 else torch.bitwise_and(part, mask))
+    if shift is not None:
+        full.sub_(shift.to(out.dtype).reshape(shift.shape[0], groups, 1, 1))
     full.mul_(scale.to(out.dtype).reshape(scale.shape[0], groups, 1, 1))
     return full.view(rows, groups * group)

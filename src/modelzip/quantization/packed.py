@@ -109,16 +109,22 @@ class PackedBase(nn.Module):
                   else pack_rows(u, self.slot))
         self.codes = packed.to(self.codes.device)
 
-    def affine_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(a, b) ``[rows or 1, groups]`` with weight = code * a - b per group."""
+    def shift_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, shift) ``[rows or 1, groups]`` with weight = (code - shift) * a per group;
+        the shifts are small integers (or 1/2), exact in every float dtype."""
         s = self.weight_scale.to(dtype)
-        if self.spec.binary:  # codes {0, 1} mean -1/+1: 2cs - s
-            return 2 * s, s
+        if self.spec.binary:  # codes {0, 1} mean -1/+1: (c - 1/2) 2s
+            return 2 * s, torch.full_like(s, 0.5)
         shift = torch.full_like(s, float(self.offset))
         zero = getattr(self, "weight_zero", None)
         if zero is not None:
             shift = shift + zero.to(dtype)
-        return s, shift * s
+        return s, shift
+
+    def affine_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b) ``[rows or 1, groups]`` with weight = code * a - b per group."""
+        a, shift = self.shift_terms(dtype)
+        return a, shift * a
 
     def dequantized(self) -> torch.Tensor:
         """The float weight ``[rows, cols]``, rebuilt from the codes (a new tensor)."""
@@ -175,9 +181,13 @@ class PackedLinear(PackedBase):
         inscale = getattr(self, "weight_inscale", None)
         if inscale is not None:
             x = x / inscale.to(x.dtype)
-        # weight = code * a - b per group: x W^T = x (code*a)^T - (x summed per group) b^T
-        a, b = self.affine_terms(x.dtype)
-        xg = x.unflatten(-1, (-1, self.group)).sum(-1)
+        # fp32: weight = code * a - b per group, x W^T = x (code*a)^T - (x summed per group)
+        # b^T (one pass over the weight). bf16/fp16 would lose the result to cancellation
+        # between the two terms: there the weight is dequantized as (code - shift) * a.
+        exact = x.dtype in (torch.bfloat16, torch.float16)
+        a, shift = self.shift_terms(x.dtype)
+        b = shift * a
+        xg = None if exact else x.unflatten(-1, (-1, self.group)).sum(-1)
         # the scratch buffer may be reused unless autograd must keep the weight for x's grad
         reuse = not (torch.is_grad_enabled() and x.requires_grad)
         step = max(1, CHUNK // max(1, self.in_features))
@@ -188,9 +198,12 @@ class PackedLinear(PackedBase):
             n = (r1 - r0) * self.in_features
             buf = (scratch(n, x.dtype, x.device) if reuse
                    else torch.empty(n, dtype=x.dtype, device=x.device))
-            w = scaled_codes(self.codes[r0:r1], self.slot, self.group, a[rs], buf)
+            w = scaled_codes(self.codes[r0:r1], self.slot, self.group, a[rs], buf,
+                             shift[rs] if exact else None)
             y = F.linear(x, w, None if bias is None else bias[r0:r1])
-            parts.append(y.sub_(xg @ b[rs].t()) if not y.requires_grad else y - xg @ b[rs].t())
+            if xg is not None:
+                y = y.sub_(xg @ b[rs].t()) if not y.requires_grad else y - xg @ b[rs].t()
+            parts.append(y)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def mz_spec(self) -> dict[str, Any]:
