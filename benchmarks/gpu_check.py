@@ -55,11 +55,29 @@ def main() -> None:
         rows.append([name, fmt(out["cpu"][1], 2), fmt(out["cuda"][1], 2),
                      fmt(err["cpu"], 6), fmt(err["cuda"], 6)])
     rows.append(_train_row())
+    rows.append(_cluster_row(base))
     write_result("gpu_check", "CUDA path of the block engine (4-layer Llama, bf16) and of "
                  "training",
                  [{"title": torch.cuda.get_device_name(0),
                    "columns": ["method", "cpu s", "cuda s", "cpu output MSE",
                                "cuda output MSE"], "rows": rows}])
+
+
+def _cluster_row(base: torch.nn.Module) -> list:
+    """k-means weight sharing (16 clusters) of the Llama's block layers on each device;
+    the output MSE columns hold the share of cluster codes that differ from the CPU's."""
+    codes, secs = {}, {}
+    for dev in ("cpu", "cuda"):
+        m = copy.deepcopy(base)
+        t0 = time.perf_counter()
+        mz.cluster(m, mz.Cluster(clusters=16, targets=["re:model\\.layers\\..*"]),
+                   device=dev)
+        secs[dev] = time.perf_counter() - t0
+        codes[dev] = torch.cat([b.reshape(-1).long() for n, b in m.named_buffers()
+                                if n.endswith("weight_codes")])
+    diff = float((codes["cpu"] != codes["cuda"]).float().mean())
+    return ["k-means 16 clusters (codes differing)", fmt(secs["cpu"], 2),
+            fmt(secs["cuda"], 2), 0.0, fmt(diff, 6)]
 
 
 def _train_row() -> list:

@@ -128,3 +128,19 @@ def test_clustered_file_roundtrip_exact(tmp_path):
     assert torch.equal(loaded(x), m(x))
     assert isinstance(loaded[1].weight_codebook, torch.nn.Parameter)
     assert loaded[1]._mz_bits["weight_codes"] == (5, False)
+
+
+def test_kmeans_on_tensors_matches_numpy_and_cluster_takes_a_device():
+    """Tensors in, tensors out on their device (the CUDA path is the same code); the
+    cluster verb refuses a device that is not here with one clear error."""
+    x = np.random.default_rng(2).standard_normal(3000)
+    c_np, l_np = kmeans1d(x, 16)
+    c_t, l_t = kmeans1d(torch.from_numpy(x), 16)
+    assert isinstance(c_t, torch.Tensor) and np.allclose(c_t.numpy(), c_np, rtol=0, atol=1e-12)
+    assert np.array_equal(l_t.numpy(), l_np)
+    m = mz.zoo.lenet300(in_features=64)
+    mz.cluster(m, mz.Cluster(clusters=8), device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(mz.ConfigError, match="CUDA"):
+            mz.cluster(mz.zoo.lenet300(in_features=64), mz.Cluster(clusters=8),
+                       device="cuda")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import Config, check_choice, check_int, register
+from .devices import resolve_device
 from .errors import UnsupportedModelError
 from .knobs import Knob, ladder_from
 from .ops.kmeans import INITS, kmeans1d
@@ -39,34 +40,40 @@ def code_bits(clusters: int) -> int:
 
 
 def cluster_tensor(w: torch.Tensor, mask: torch.Tensor | None, clusters: int,
-                   init: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes, codebook) for tensor ``w``; only entries kept by ``mask`` are clustered."""
-    flat = w.detach().float().reshape(-1)
-    keep = mask.reshape(-1) if mask is not None else torch.ones_like(flat, dtype=torch.bool)
-    cents, labels = kmeans1d(flat[keep].double().numpy(), clusters, init)
-    codes = torch.zeros(flat.numel(), dtype=torch.int64)
-    codes[keep] = torch.from_numpy(labels)
+                   init: str = "linear", device: Any = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, codebook) for tensor ``w``, on ``w``'s device; only entries kept by ``mask``
+    are clustered. ``device``: where k-means runs (default: where ``w`` is)."""
+    dev = w.device if device is None else resolve_device(device)
+    flat = w.detach().to(dev).double().reshape(-1)
+    keep = (mask.reshape(-1).to(dev) if mask is not None
+            else torch.ones_like(flat, dtype=torch.bool))
+    cents, labels = kmeans1d(flat[keep], clusters, init)
+    codes = torch.zeros(flat.numel(), dtype=torch.int64, device=dev)
+    codes[keep] = labels
     dtype = torch.uint8 if clusters <= 256 else torch.int32
-    return codes.to(dtype).reshape(w.shape), torch.from_numpy(cents).float()
+    return codes.to(dtype).reshape(w.shape).to(w.device), cents.float().to(w.device)
 
 
-def cluster_layer(module: nn.Module, cfg: Cluster, name: str = "weight") -> None:
-    """Replace ``module.<name>`` by shared weights (codes + trainable codebook)."""
+def cluster_layer(module: nn.Module, cfg: Cluster, name: str = "weight",
+                  device: Any = None) -> None:
+    """Replace ``module.<name>`` by shared weights (codes + trainable codebook); k-means
+    runs on ``device`` (default: where the weight is), the results stay with the layer."""
     meta = getattr(module, "_mz_reparam", {}).get(name)
     if meta is not None and meta.get("kind") != "codebook":
         raise UnsupportedModelError(f"{type(module).__name__}.{name} is already quantized")
     if meta is not None:
         uninstall_reparam(module, name)  # re-cluster the current shared weights
     codes, codebook = cluster_tensor(getattr(module, name), get_mask(module, name),
-                                     cfg.clusters, cfg.init)
+                                     cfg.clusters, cfg.init, device)
     install_reparam(module, name, {"kind": "codebook", "clusters": cfg.clusters},
                     {"codes": codes, "codebook": codebook}, trainable=("codebook",))
     set_bits(module, f"{name}_codes", code_bits(cfg.clusters), False)
 
 
-def _apply_cluster(model: nn.Module, cfg: Cluster, **_: Any) -> None:
+def _apply_cluster(model: nn.Module, cfg: Cluster, *, device: Any = None, **_: Any) -> None:
     for _fqn, module in weight_layers(model, cfg):
-        cluster_layer(module, cfg)
+        cluster_layer(module, cfg, device=device)
 
 
 @register(_apply_cluster)

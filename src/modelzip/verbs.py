@@ -49,9 +49,11 @@ def clip(model: nn.Module, cfg: Config) -> nn.Module:
     return _apply("clip", model, cfg)
 
 
-def cluster(model: nn.Module, cfg: Config) -> nn.Module:
-    """Share weights by clustering, in place; returns the same model."""
-    return _apply("cluster", model, cfg)
+def cluster(model: nn.Module, cfg: Config, *, device: Any = "cpu") -> nn.Module:
+    """Share weights by clustering, in place; returns the same model. ``device``: where
+    each layer's k-means runs (the layer stays where it is)."""
+    resolve_device(device)
+    return _apply("cluster", model, cfg, device=device)
 
 
 def apply(model: nn.Module, cfg: Config, **ctx: Any) -> nn.Module:
