@@ -190,6 +190,18 @@ def _state_items(model: nn.Module) -> Callable[[], Iterator[tuple[str, Any]]]:
     return items
 
 
+def _state_bytes(states: Callable[[], Iterator[tuple[str, Any]]], limit: int) -> int:
+    """Bytes of the state's tensors, counted until they pass ``limit`` (all the coder
+    choice needs to know: a large model's packed layers are not all unpacked for it)."""
+    total = 0
+    for _, t in states():
+        if isinstance(t, torch.Tensor):
+            total += t.numel() * t.element_size()
+            if total > limit:
+                break
+    return total
+
+
 def entropy_plan(entropy: str | tuple[str, ...] | None, nbytes: int) -> tuple[str, ...] | None:
     """The coders to try on every stream, or None for the fast path.
 
@@ -224,7 +236,7 @@ def _encode_model(model: nn.Module, entropy: str | tuple[str, ...] | None, half:
     if info:
         check_json_bounds(info, "info")
     states = _state_items(model)
-    size = sum(t.numel() * t.element_size() for _, t in states() if isinstance(t, torch.Tensor))
+    size = _state_bytes(states, AUTO_EXHAUSTIVE_BYTES)
     writer = StreamWriter(entropy_plan(entropy, size), sink)
     params = {k for k, _ in model.named_parameters()}
     tensors = []
