@@ -15,6 +15,8 @@ killed run at the next block.
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,6 +38,7 @@ from ..select import weight_layers
 from ..verbs import apply
 from .recipe import Recipe
 
+log = logging.getLogger("modelzip.stream")
 Finish = Callable[[nn.Module, list[str], list[str]], None]
 
 
@@ -58,6 +61,7 @@ def compress_pretrained(src: str | os.PathLike, out: str | os.PathLike,
     model = empty_pretrained(src, auto_class, weights.dtype())
     source = _Source(model, weights, _finisher(model, cfg))
     source.fill(source.outside)
+    log.info("weights outside the blocks read: %d tensors", len(source.outside))
     writer = IncrementalWriter(out, entropy=entropy, info=info)
     source.writer = writer
     try:
@@ -145,6 +149,16 @@ class _Source:
         for m in [self.model.get_submodule(fqn), *layers.values()]:
             _to_meta(m)
         self.written += 1
+        _trim()
+
+
+def _trim() -> None:
+    """Hand the heap memory freed by a released block back to the OS (glibc keeps freed
+    chunks below its growing mmap threshold in the heap, where RSS keeps counting them)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _tensor_groups(model: nn.Module, weights: ShardedWeights) -> list[list[str]]:
