@@ -304,8 +304,8 @@ def run(model: nn.Module, data: Iterable[Any], layers: dict[str, nn.Module],
         ckpt = None
         if checkpoint_dir is not None:
             rank, size = world()
-            key = run_key({"method": config or {}, "ranks": [rank, size],
-                           "source": source.key() if source else None}, batches, model)
+            cfg = {"method": config or {}, "ranks": [rank, size]}
+            key = run_key({**cfg, "source": source.key()} if source else cfg, batches, model)
             folder = checkpoint_dir if size == 1 else f"{checkpoint_dir}/rank{rank}"
             ckpt = Checkpoint(folder, key)
         try:

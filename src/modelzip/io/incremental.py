@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelzipError, UnsupportedModelError
+from ..errors import ModelzipError, UnsupportedModelError, WriteError
 from . import safetensors_io as stio
 from .arch import record_of
 from .manifest import DTYPE_NAMES, FORMAT, VERSION, check_json_bounds, seal
@@ -106,7 +106,7 @@ class IncrementalWriter:
             check_json_bounds(info, "info")
         folder = self.path.parent if str(self.path.parent) else Path(".")
         if not folder.is_dir():
-            raise ModelzipError(f"cannot write {self.path}: folder {folder} does not exist")
+            raise WriteError(f"cannot write {self.path}: folder {folder} does not exist")
         self._file = tempfile.TemporaryFile(dir=folder)
         self.streams = _Staged(entropy, self._file.fileno())
         self.entries: dict[str, list[dict[str, Any]]] = {}   # module fqn -> its entries
