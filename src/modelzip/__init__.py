@@ -66,6 +66,7 @@ from .pipeline import (
     prune_until,
     sensitivity,
 )
+from .pipeline.stream import compress_pretrained
 from .report import Report, report
 from .errors import SignatureError
 from .trust.api import trust
@@ -84,6 +85,7 @@ __all__ = [
     "SearchSpace", "SearchResult",
     "save", "load", "dumps", "loads", "read_manifest", "export_onnx", "save_pretrained",
     "Recipe", "Requirement", "compress", "CompressionResult", "auto_compress",
-    "deep_compression", "prune_until", "sensitivity", "Finetune", "Distill", "Evaluate",
+    "deep_compression", "prune_until", "sensitivity", "compress_pretrained",
+    "Finetune", "Distill", "Evaluate",
     "Convert", "Report", "report", "trust", "SignatureError",
 ]

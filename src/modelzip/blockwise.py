@@ -6,15 +6,16 @@ Then for every block: move it to ``device``, run it over the cached inputs while
 accumulate statistics of its layers' inputs (layers fed the same tensor - q/k/v,
 gate/up - share one accumulator), let the method solve and install each layer, run the
 compressed block again to produce the next block's inputs, and move it back to the CPU.
-Each block thus runs twice over the calibration data, instead of the whole model once
-per block; activations stay on the CPU in the model's dtype, one batch at a time goes to
-the device. Layers outside the blocks (an LM head) are calibrated by one last pass in
-which the blocks replay their cached outputs. Models without blocks are one block.
+Each block thus runs twice over the calibration data; activations stay on the CPU in the
+model's dtype, one batch at a time goes to the device. Layers outside the blocks (an LM
+head) are calibrated by one last pass in which the blocks replay their cached outputs.
 
 With ``checkpoint_dir`` every finished block is saved (see :mod:`modelzip.calib_ckpt`);
 a re-run with the same arguments resumes at the next block and gives the same tensors
 bit for bit. Under ``torch.distributed`` each rank takes every world-th batch and the
 statistics are all-reduced before each solve, so all ranks compute the same model.
+A ``calib_ckpt.BlockSource`` on the model loads each block before its turn and takes it
+back when final (see :mod:`modelzip.pipeline.stream`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import nn
 
 from .batches import forward, to_device
 from .calib import find_blocks, world
-from .calib_ckpt import Checkpoint, run_key
+from .calib_ckpt import SOURCE_ATTR, BlockSource, Checkpoint, run_key
 from .devices import resolve_device
 from .errors import DataError, UnsupportedModelError
 from .state import materialize, reparams
@@ -193,8 +194,7 @@ def _do_block(block: nn.Module, inputs: _Inputs, layers: dict[str, nn.Module],
         results, missing = _solve(layers, method, stats, owner, dev)
         del stats
         if propagate:
-            inputs.hidden = [_call(block, inputs, b, dev).cpu()
-                             for b in range(len(inputs.hidden))]
+            _next_inputs(block, inputs, dev)
     finally:
         block.to("cpu")
         release(block)
@@ -213,6 +213,8 @@ def rebuild(model: nn.Module) -> None:
     """Materialize the weights that :func:`release` dropped (``module.weight`` works)."""
     with torch.no_grad():
         for _, m, name, _ in reparams(model):
+            if any(t.is_meta for t in m.buffers(recurse=False)):
+                continue  # a block already written and released by a BlockSource
             if name not in m.__dict__:
                 m.__dict__[name] = materialize(m, name)
 
@@ -243,16 +245,10 @@ def _tail(model: nn.Module, blocks: list[tuple[str, nn.Module]], inputs: _Inputs
     for i in range(len(originals)):
         parent[i] = _Replay(inputs.hidden if i == 0 else None, inputs.tuple_out)
     try:
-        def run(live: dict) -> None:
-            for batch in batches:
-                forward(model, batch)
-                live.clear()
-
-        stats, owner = _gather(model, layers, method, run)
+        return _whole(model, batches, layers, method, torch.device("cpu"))
     finally:
         for i, blk in enumerate(originals):
             parent[i] = blk
-    return _solve(layers, method, stats, owner, torch.device("cpu"))[1]
 
 
 def _whole(model: nn.Module, batches: list[Any], layers: dict[str, nn.Module],
@@ -288,8 +284,7 @@ def run(model: nn.Module, data: Iterable[Any], layers: dict[str, nn.Module],
 
     Returns the fqns of layers that never saw an input (left to the caller).
     ``config`` (JSON-able) identifies the run in checkpoints. ``rebuild_weights=False``
-    leaves finished layers holding only their codes (a caller that packs them next needs
-    no dequantized copy: at the end of a large run that copy is the peak of memory).
+    leaves finished layers holding only their codes (for a caller that packs them next).
     """
     if data is None:
         raise DataError("this method needs calib_data (an iterable of batches)")
@@ -299,46 +294,52 @@ def run(model: nn.Module, data: Iterable[Any], layers: dict[str, nn.Module],
         raise DataError("calibration data yielded no batch")
     mine = _shard(batches)
     blocks = find_blocks(model)
+    source = getattr(model, SOURCE_ATTR, None)
     with _calibration_mode(model):
         if blocks[0][0] == "":
+            if source is not None:
+                raise UnsupportedModelError("no transformer blocks found: this model "
+                                            "cannot be compressed block by block")
             return _whole(model, mine, layers, method, dev)
         ckpt = None
         if checkpoint_dir is not None:
             rank, size = world()
-            key = run_key({"method": config or {}, "ranks": [rank, size]}, batches, model)
+            cfg = {"method": config or {}, "ranks": [rank, size]}
+            key = run_key({**cfg, "source": source.key()} if source else cfg, batches, model)
             folder = checkpoint_dir if size == 1 else f"{checkpoint_dir}/rank{rank}"
             ckpt = Checkpoint(folder, key)
         try:
-            return _blocks(model, blocks, mine, layers, method, dev, ckpt)
+            missing = _blocks(model, blocks, mine, layers, method, dev, ckpt, source)
         finally:
             if rebuild_weights:
                 rebuild(model)
+    if missing:
+        warnings.warn(f"{len(missing)} layer(s) never ran on the calibration data: "
+                      f"{missing[:3]}...", stacklevel=2)
+    return missing
 
 
 def _blocks(model: nn.Module, blocks: list[tuple[str, nn.Module]], batches: list[Any],
             layers: dict[str, nn.Module], method: Method, dev: torch.device,
-            ckpt: Checkpoint | None) -> list[str]:
+            ckpt: Checkpoint | None, source: BlockSource | None) -> list[str]:
     def inside(fqn: str, prefix: str) -> bool:
         return fqn == prefix or fqn.startswith(prefix + ".")
 
     per_block = [{f: m for f, m in layers.items() if inside(f, p)} for p, _ in blocks]
     leftover = {f: m for f, m in layers.items() if not any(inside(f, p) for p, _ in blocks)}
-    start = min(ckpt.done(), len(blocks)) if ckpt else 0
-    for i in range(start):
-        for fqn, res in ckpt.load_block(i).items():
-            method.install(fqn, per_block[i][fqn], res)
-        release(blocks[i][1])
-    last = len(blocks) - 1
+    start, last = (min(ckpt.done(), len(blocks)) if ckpt else 0), len(blocks) - 1
+    rerun = start > last and bool(leftover)  # the tail needs the last block's outputs
+    missing = _resumed(blocks, per_block, method, ckpt, source, start, keep_last=rerun)
     if start > last and not leftover:
-        return []
+        return missing
     inputs = _capture(model, blocks[0][1], batches)
     if min(start, last):  # acts are saved after every block but the last
         inputs.hidden = ckpt.load_acts(min(start, last) - 1, len(batches))
-    if start:
-        log.info("resuming after block %d of %d", start, len(blocks))
-    missing: list[str] = []
+    log.info("starting at block %d of %d", start, len(blocks))
     for i in range(start, len(blocks)):
         t0 = time.perf_counter()
+        if source is not None:
+            source.load(i, blocks[i][0], blocks[i][1])
         results, miss = _do_block(blocks[i][1], inputs, per_block[i], method, dev,
                                   propagate=i < last or bool(leftover))
         missing += miss
@@ -347,16 +348,46 @@ def _blocks(model: nn.Module, blocks: list[tuple[str, nn.Module]], batches: list
             if i < last:
                 ckpt.save_acts(i, inputs.hidden)
             ckpt.commit(i, len(blocks))
+        del results
+        if source is not None:
+            source.done(i, blocks[i][0], per_block[i], miss)
         log.info("block %d/%d %s: %.2f s", i + 1, len(blocks), blocks[i][0],
                  time.perf_counter() - t0)
     if leftover:
-        if start > last:  # every block was done before: redo the last one's outputs
+        if rerun:
             inputs = _rerun_last(blocks, inputs, dev)
+            if source is not None:
+                source.done(last, blocks[last][0], per_block[last],
+                            [f for f in per_block[last] if f in missing])
         missing += _tail(model, blocks, inputs, batches, leftover, method)
-    if missing:
-        warnings.warn(f"{len(missing)} layer(s) never ran on the calibration data: "
-                      f"{missing[:3]}...", stacklevel=3)
     return missing
+
+
+def _resumed(blocks: list[tuple[str, nn.Module]], per_block: list[dict[str, nn.Module]],
+             method: Method, ckpt: Checkpoint | None, source: BlockSource | None,
+             start: int, keep_last: bool) -> list[str]:
+    """Install the first ``start`` blocks from the checkpoint; returns their layers that
+    have no results (missing). A source loads each block and takes it back (``keep_last``:
+    not the last one)."""
+    missing: list[str] = []
+    for i in range(start):
+        if source is not None:
+            source.load(i, blocks[i][0], blocks[i][1])
+        done = ckpt.load_block(i)
+        for fqn, res in done.items():
+            method.install(fqn, per_block[i][fqn], res)
+        release(blocks[i][1])
+        miss = [f for f in per_block[i] if f not in done]
+        missing += miss
+        if source is not None and not (keep_last and i == len(blocks) - 1):
+            source.done(i, blocks[i][0], per_block[i], miss)
+    return missing
+
+
+def _next_inputs(block: nn.Module, inputs: _Inputs, dev: torch.device) -> _Inputs:
+    """Replace the cached inputs by ``block``'s outputs (the block already on ``dev``)."""
+    inputs.hidden = [_call(block, inputs, b, dev).cpu() for b in range(len(inputs.hidden))]
+    return inputs
 
 
 def _rerun_last(blocks: list[tuple[str, nn.Module]], inputs: _Inputs,
@@ -364,7 +395,6 @@ def _rerun_last(blocks: list[tuple[str, nn.Module]], inputs: _Inputs,
     """Outputs of the last block from its saved inputs (a resume after all blocks)."""
     block = blocks[-1][1].to(dev)
     try:
-        inputs.hidden = [_call(block, inputs, b, dev).cpu() for b in range(len(inputs.hidden))]
+        return _next_inputs(block, inputs, dev)
     finally:
         block.to("cpu")
-    return inputs

@@ -1,4 +1,5 @@
-"""Per-block checkpoints of a calibrated compression run, so a killed run can resume.
+"""What goes in and out around each block of the block engine: per-block checkpoints of
+a calibrated compression run, so a killed run can resume, and block sources.
 
 A folder holds ``progress.json`` (the run's key and the number of finished blocks),
 ``block_<i>.safetensors`` (what the method computed for block i's layers: codes, scales,
@@ -7,24 +8,61 @@ written to a temporary name and renamed; ``progress.json`` is written last, so a
 any moment leaves either the previous or the new consistent state. The key hashes the
 config, the calibration data, the model's structure and a sample of its weights: a re-run
 with other arguments starts afresh instead of mixing runs.
+
+A :class:`BlockSource` attached to a model with :func:`stream_blocks` gives each block
+its weights just before its turn and takes it back when it is final (to write and
+release it), so a model held on the meta device is compressed one block at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .batches import split_batch
 from .errors import FormatError
 
 VERSION = 1
+
+
+class BlockSource(Protocol):
+    """Where the weights of a model's blocks come from, and where finished blocks go.
+
+    ``load(i, fqn, block)``: give block ``i`` (module ``fqn``) its weights, before its
+    turn; ``done(i, fqn, layers, missing)``: block ``i`` is final (``layers``: its
+    calibrated layers as the engine knew them, ``missing``: those that never saw an
+    input), it may be written and released; ``key()``: identifies the weights in
+    checkpoint keys (the blocks' own are not in memory to be sampled).
+    """
+
+    def load(self, i: int, fqn: str, block: nn.Module) -> None: ...
+
+    def done(self, i: int, fqn: str, layers: dict[str, nn.Module],
+             missing: list[str]) -> None: ...
+
+    def key(self) -> str: ...
+
+
+SOURCE_ATTR = "_mz_block_source"
+
+
+@contextlib.contextmanager
+def stream_blocks(model: nn.Module, source: BlockSource) -> Iterator[nn.Module]:
+    """Within this context, calibrated runs on ``model`` take its blocks from ``source``."""
+    setattr(model, SOURCE_ATTR, source)
+    try:
+        yield model
+    finally:
+        model.__dict__.pop(SOURCE_ATTR, None)
 
 
 def _tensors(obj: Any) -> Iterable[torch.Tensor]:

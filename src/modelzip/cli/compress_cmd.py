@@ -13,6 +13,7 @@ from ..pipeline import Recipe, compress
 from ..progress import note
 from ..report import report
 from ..trust.constraints import add_constraint_args, constraints_from_args
+from . import stream_cmd
 from .common import add_json, emit
 from .workflow import add_model_args, resolve
 
@@ -33,6 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--report", default=None, help="HTML report path")
     p.add_argument("--no-progress", action="store_true")
     add_constraint_args(p)  # --max-class-drop, --min-agreement, ... judged on the test data
+    stream_cmd.add_args(p)  # --stream: a safetensors folder compressed block by block
     add_json(p)
     p.set_defaults(func=run)
 
@@ -40,6 +42,8 @@ def add_parser(sub: Any) -> None:
 def run(args: Any) -> int:
     if args.max_drop < 0:
         raise ConfigError("--max-drop must be >= 0")
+    if args.stream:
+        return stream_cmd.run(args)
     recipe = Recipe.load(args.recipe)  # validate before any training
     progress = not args.no_progress
     job = resolve(args, progress=progress)

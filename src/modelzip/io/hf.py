@@ -11,8 +11,10 @@ table) - no remote code, no pickle.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +60,63 @@ def load_pretrained(path: str | os.PathLike, auto_class: str = "AutoModel") -> n
         from ..export.hf_ctensors_in import adopt_ctensors
 
         adopt_ctensors(model)
+    return _recorded(model, folder, auto_class)
+
+
+def _recorded(model: nn.Module, folder: Path, auto_class: str) -> nn.Module:
+    """``model`` with its ``hf`` architecture record (config, Auto class, kept files)."""
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     model._mz_arch = {"kind": "hf", "auto_class": auto_class, "config": config,
                       "files": kept_files(folder)}
     return guard_save_pretrained(model)
+
+
+def empty_pretrained(path: str | os.PathLike, auto_class: str = "AutoModelForCausalLM",
+                     dtype: torch.dtype | None = None) -> nn.Module:
+    """The model of a local Hugging Face folder built from its config.json alone, its
+    parameters on the meta device (no memory, no initialisation), its buffers real (the
+    rotary tables): the same module tree and record as :func:`load_pretrained`, to be
+    filled tensor by tensor. ``dtype``: when config.json names none."""
+    if auto_class not in AUTO_CLASSES:
+        raise ModelzipError(f"auto_class must be one of {AUTO_CLASSES}")
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ModelzipError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    if _is_ctensors(folder):
+        raise ModelzipError(f"{folder} holds an already quantized (compressed-tensors) model")
+    tf = _transformers()
+    try:
+        config = tf.AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                               trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise FormatError(f"{folder}/config.json: {exc}") from None
+    named = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(named, str):
+        named = getattr(torch, named, None)
+    with _params_on_meta():
+        model = getattr(tf, auto_class).from_config(config, dtype=named or dtype,
+                                                    trust_remote_code=False)
+    return _recorded(model.eval(), folder, auto_class)
+
+
+@contextlib.contextmanager
+def _params_on_meta() -> Iterator[None]:
+    """While building a model: every parameter registered goes to the meta device at
+    once (what accelerate's init_empty_weights does), buffers stay real."""
+    register = nn.Module.register_parameter
+
+    def on_meta(self: nn.Module, name: str, param: Any) -> None:
+        register(self, name, param)
+        p = self._parameters.get(name)
+        if p is not None and not p.is_meta:
+            self._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def _is_ctensors(folder: Path) -> bool:

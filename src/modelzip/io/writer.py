@@ -48,6 +48,14 @@ class StreamWriter:
         """Store ``symbols`` (unsigned, ``bits`` wide); returns the stream index.
         ``kind``: "float" for the bytes of dense floats, "int" for any other symbols."""
         symbols = np.asarray(symbols).ravel()
+        row, best = self.encode(symbols, bits, kind)
+        self.sink(best)
+        self.length += len(best)
+        self.table.append(row)
+        return len(self.table) - 1
+
+    def encode(self, symbols: np.ndarray, bits: int, kind: str) -> tuple[list[Any], bytes]:
+        """(the stream table row, the stored bytes) of flat ``symbols`` under the plan."""
         if self.entropy is None:
             best_name, best = encode_fast(symbols, bits, kind)
         else:
@@ -56,10 +64,7 @@ class StreamWriter:
                 data = coder(name).encode(symbols, bits) if symbols.size else None
                 if data is not None and len(data) < len(best):
                     best_name, best = name, data
-        self.sink(best)
-        self.length += len(best)
-        self.table.append([best_name, bits, int(symbols.size), len(best), zlib.crc32(best)])
-        return len(self.table) - 1
+        return [best_name, bits, int(symbols.size), len(best), zlib.crc32(best)], best
 
 
 def unsigned_codes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
@@ -113,8 +118,9 @@ def _encode_values(w: StreamWriter, module: nn.Module, name: str, t: torch.Tenso
     return out
 
 
-def _encode_tensor(w: StreamWriter, model: nn.Module, key: str, t: torch.Tensor,
-                   is_param: bool, half: bool) -> dict[str, Any]:
+def encode_tensor(w: StreamWriter, model: nn.Module, key: str, t: torch.Tensor,
+                  is_param: bool, half: bool) -> dict[str, Any]:
+    """The manifest entry of state tensor ``key`` of ``model``, its stream(s) added to ``w``."""
     fqn, name = split_key(key)
     module = model.get_submodule(fqn)
     t = t.detach().cpu()
@@ -140,20 +146,31 @@ def _encode_tensor(w: StreamWriter, model: nn.Module, key: str, t: torch.Tensor,
 
 def _module_records(model: nn.Module) -> dict[str, Any]:
     """The manifest's modules / reparam / extra / attrs sections (empty ones left out)."""
-    modules, reparam, extra, attrs = {}, {}, {}, {}
+    records: dict[str, dict[str, Any]] = {k: {} for k in RECORD_SECTIONS}
     for fqn, m in model.named_modules():
-        if state.is_registered_module(m):
-            modules[fqn] = {"class": type(m).__name__, "spec": m.mz_spec()}
-        if getattr(m, "_mz_reparam", None):
-            reparam[fqn] = {k: dict(v) for k, v in m._mz_reparam.items()}
-        if type(m).get_extra_state is not nn.Module.get_extra_state:
-            value = m.get_extra_state()
-            extra[fqn] = value.tolist() if isinstance(value, torch.Tensor) else value
-        names = SHAPE_ATTRS.get(type(m))
-        if names:
-            attrs[fqn] = {a: _plain_attr(getattr(m, a)) for a in names}
-    records = {"modules": modules, "reparam": reparam, "extra": extra, "attrs": attrs}
+        for section, value in module_record(m).items():
+            records[section][fqn] = value
     return {k: v for k, v in records.items() if v}
+
+
+RECORD_SECTIONS = ("modules", "reparam", "extra", "attrs")
+
+
+def module_record(m: nn.Module) -> dict[str, Any]:
+    """What the manifest's modules / reparam / extra / attrs sections say about ``m``
+    itself (its children not included); sections with nothing to say left out."""
+    out: dict[str, Any] = {}
+    if state.is_registered_module(m):
+        out["modules"] = {"class": type(m).__name__, "spec": m.mz_spec()}
+    if getattr(m, "_mz_reparam", None):
+        out["reparam"] = {k: dict(v) for k, v in m._mz_reparam.items()}
+    if type(m).get_extra_state is not nn.Module.get_extra_state:
+        value = m.get_extra_state()
+        out["extra"] = value.tolist() if isinstance(value, torch.Tensor) else value
+    names = SHAPE_ATTRS.get(type(m))
+    if names:
+        out["attrs"] = {a: _plain_attr(getattr(m, a)) for a in names}
+    return out
 
 
 def _plain_attr(v: Any) -> Any:
@@ -177,15 +194,13 @@ def _state_items(model: nn.Module) -> Callable[[], Iterator[tuple[str, Any]]]:
     state dict first would hold every layer's unpacked codes at once. Falls back to the
     whole dict when a module has state-dict hooks."""
     mods = list(model.named_modules(remove_duplicate=False))
-    if any(m._state_dict_hooks or m._state_dict_pre_hooks for _, m in mods):
+    if has_state_hooks(model):
         sd = model.state_dict(keep_vars=False)
         return lambda: ((k, t) for k, t in sd.items() if not k.endswith("_extra_state"))
 
     def items() -> Iterator[tuple[str, Any]]:
         for name, m in mods:
-            dest: dict[str, Any] = {}
-            m._save_to_state_dict(dest, f"{name}." if name else "", False)
-            yield from ((k, t) for k, t in dest.items() if not k.endswith("_extra_state"))
+            yield from module_states(name, m)
 
     return items
 
@@ -200,6 +215,21 @@ def _state_bytes(states: Callable[[], Iterator[tuple[str, Any]]], limit: int) ->
             if total > limit:
                 break
     return total
+
+
+def has_state_hooks(model: nn.Module) -> bool:
+    """Whether some module changes its state dict by hooks (then only the whole
+    ``state_dict()`` says what is saved)."""
+    return any(m._state_dict_hooks or m._state_dict_pre_hooks
+               for m in model.modules())
+
+
+def module_states(name: str, m: nn.Module) -> Iterator[tuple[str, Any]]:
+    """(key, tensor) of what module ``name`` itself puts in the state dict, in order
+    (packed layers hand out their codes unpacked, one layer at a time)."""
+    dest: dict[str, Any] = {}
+    m._save_to_state_dict(dest, f"{name}." if name else "", False)
+    yield from ((k, t) for k, t in dest.items() if not k.endswith("_extra_state"))
 
 
 def entropy_plan(entropy: str | tuple[str, ...] | None, nbytes: int) -> tuple[str, ...] | None:
@@ -243,7 +273,7 @@ def _encode_model(model: nn.Module, entropy: str | tuple[str, ...] | None, half:
     for key, t in states():
         if not isinstance(t, torch.Tensor) or t.dtype not in DTYPE_NAMES:
             raise ModelzipError(f"cannot store {key} of type {getattr(t, 'dtype', type(t))}")
-        tensors.append(_encode_tensor(writer, model, key, t, key in params, half))
+        tensors.append(encode_tensor(writer, model, key, t, key in params, half))
     manifest = {"format": FORMAT, "version": VERSION, "arch": record_of(model),
                 "streams": writer.table, "tensors": tensors, **_module_records(model)}
     if info:

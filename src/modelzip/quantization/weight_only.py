@@ -173,11 +173,12 @@ def _apply_weight_only(model: nn.Module, cfg: WeightOnly, **ctx: Any) -> None:
     fn = _METHODS.get(cfg.method)
     if fn is None:
         raise UnsupportedModelError(f"WeightOnly method '{cfg.method}' is not available")
-    fn(model, cfg, **ctx)
+    chosen = [f for f, _ in weight_layers(model, cfg)]  # before: finished blocks drop
+    fn(model, cfg, **ctx)                                 # their dequantized weight
     if cfg.packed:
         from .packed_convert import pack_model
 
-        pack_model(model, [f for f, _ in weight_layers(model, cfg)])
+        pack_model(model, chosen)
 
 
 def register_method(name: str, fn: Any) -> None:
