@@ -115,10 +115,18 @@ def _place(model: nn.Module, tensors: dict[str, torch.Tensor], params: set[str],
                 m.__dict__[name] = state.materialize(m, name)
 
 
+def _differs(have: torch.Tensor, stored: torch.Tensor) -> bool:
+    """Shape changed (pruned), or a float dtype other than the one stored (the rebuilt
+    architecture is fp32; a bf16 model stays bf16 instead of being upcast on load)."""
+    return have.shape != stored.shape or (
+        have.dtype != stored.dtype and have.is_floating_point() and stored.is_floating_point())
+
+
 def _resize(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Replace plain tensors whose stored shape differs (layers shrunk by pruning). Looks
-    at each module's own parameters and buffers (not ``model.state_dict()``, which makes
-    packed layers unpack every code just to report shapes)."""
+    """Replace plain tensors whose stored shape or float dtype differs (layers shrunk by
+    pruning, bf16 models). Looks at each module's own parameters and buffers (not
+    ``model.state_dict()``, which makes packed layers unpack every code just to report
+    shapes)."""
     for key, t in tensors.items():
         fqn, name = split_key(key)
         try:
@@ -126,11 +134,11 @@ def _resize(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         except AttributeError:
             continue  # reported by load_state_dict as an unexpected key
         if name in m._parameters and m._parameters[name] is not None:
-            if m._parameters[name].shape != t.shape:
+            if _differs(m._parameters[name], t):
                 m._parameters[name] = nn.Parameter(torch.empty_like(t), requires_grad=True)
         elif name in m._buffers and m._buffers[name] is not None \
                 and name not in m._non_persistent_buffers_set:
-            if m._buffers[name].shape != t.shape:
+            if _differs(m._buffers[name], t):
                 m._buffers[name] = torch.empty_like(t)
 
 

@@ -17,32 +17,37 @@ from .packed import PackedBase, PackedLinear
 
 @register_module
 class PackedEmbedding(PackedBase):
-    """An embedding table of packed codes: only the looked-up rows are dequantized."""
+    """An embedding table of packed codes: only the looked-up rows are dequantized (in
+    fp32), returned in ``dtype`` (the table's dtype before quantization: a bf16 model's
+    embeddings give bf16 rows), or in the scales' dtype when that is not given."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, bits: int,
                  group_size: int | None, symmetric: bool = True,
-                 padding_idx: int | None = None):
+                 padding_idx: int | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.padding_idx = padding_idx
+        self.padding_idx, self.out_dtype = padding_idx, dtype
         self._init_packed(num_embeddings, embedding_dim, bits, group_size, symmetric, False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        dtype = self.out_dtype or self.weight_scale.dtype
         flat = idx.reshape(-1)
         if not self.blocked:
-            return F.embedding(idx, self.dequantized())
-        a, b = self.affine_terms(torch.float32)
+            return F.embedding(idx, self.dequantized()).to(dtype)
+        a, shift = self.shift_terms(torch.float32)
         if a.shape[0] > 1:
-            a, b = a.index_select(0, flat), b.index_select(0, flat)
+            a, shift = a.index_select(0, flat), shift.index_select(0, flat)
         codes = self.codes.index_select(0, flat)
         out = torch.empty(flat.numel() * self.embedding_dim, device=codes.device)
-        w = scaled_codes(codes, self.slot, self.group, a, out)
-        w = w.view(flat.numel(), -1, self.group).sub_(b.unsqueeze(-1))
-        return w.reshape(*idx.shape, self.embedding_dim)
+        w = scaled_codes(codes, self.slot, self.group, a, out, shift)
+        return w.reshape(*idx.shape, self.embedding_dim).to(dtype)
 
     def mz_spec(self) -> dict[str, Any]:
-        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+        spec = {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
                 "padding_idx": self.padding_idx, **self._spec_common()}
+        if self.out_dtype in _HALF:  # fp32 tables keep the spec (and file bytes) they had
+            spec["dtype"] = _HALF[self.out_dtype]
+        return spec
 
     @classmethod
     def mz_from_spec(cls, spec: dict[str, Any]) -> PackedEmbedding:
@@ -50,8 +55,11 @@ class PackedEmbedding(PackedBase):
             pad = spec["padding_idx"]
             if spec["bits"] in range(1, 9) and spec["num_embeddings"] > 0 and (
                     pad is None or isinstance(pad, int)):
+                dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16,
+                         None: None}[spec.get("dtype")]
                 return cls(int(spec["num_embeddings"]), int(spec["embedding_dim"]),
-                           int(spec["bits"]), spec["group_size"], bool(spec["symmetric"]), pad)
+                           int(spec["bits"]), spec["group_size"], bool(spec["symmetric"]), pad,
+                           dtype)
         except (KeyError, TypeError, ValueError, RuntimeError):
             pass
         raise FormatError("bad PackedEmbedding spec")
@@ -92,8 +100,9 @@ def packed_from(m: nn.Module) -> PackedBase | None:
             new.bias = nn.Parameter(m.bias.detach().clone(), m.bias.requires_grad)
         return _fill(new, m)
     if type(m) is nn.Embedding and m.max_norm is None and not hasattr(m, "weight_inscale"):
-        return _fill(PackedEmbedding(m.num_embeddings, m.embedding_dim, *args, m.padding_idx),
-                     m)
+        dtype = {v: k for k, v in _HALF.items()}.get(meta.get("dtype"))
+        return _fill(PackedEmbedding(m.num_embeddings, m.embedding_dim, *args, m.padding_idx,
+                                     dtype), m)
     return None
 
 
