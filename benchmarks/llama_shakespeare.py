@@ -33,10 +33,10 @@ import modelzip.io.hf  # noqa: F401  (mz.load rebuilds "hf" architectures)
 
 LLAMA = {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
          "num_key_value_heads": 4, "intermediate_size": 1408}
-TRAIN = {"steps": 320, "lr": 2e-3, "batch_size": 8, "seq_len": 256, "stride": 64,
+TRAIN = {"steps": 100, "lr": 2e-3, "batch_size": 8, "seq_len": 256, "stride": 64,
          "schedule": "cosine", "autocast": "bf16"}
 EVAL = {"batches": 8, "batch_size": 8}             # 8 x 8 x 256 = 16,384 characters
-CALIB_BATCHES, FT = 8, {"steps": 30, "batch_size": 8, "lr": 5e-4}
+CALIB_BATCHES, FT = 8, {"steps": 20, "batch_size": 8, "lr": 5e-4}
 QUICK = ({"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 8,
           "num_key_value_heads": 4, "intermediate_size": 176},
          {**TRAIN, "steps": 20}, {"batches": 2, "batch_size": 8}, {**FT, "steps": 3})
@@ -52,6 +52,13 @@ def build_llama(vocab: int, arch: dict[str, int], seq_len: int) -> torch.nn.Modu
     model._mz_arch = {"kind": "hf", "auto_class": "AutoModelForCausalLM",
                       "config": model.config.to_dict()}
     return model
+
+
+def bf16(enabled: bool = True) -> torch.autocast:
+    """bf16 autocast around a whole training run. cache_enabled=False: autocast caches the
+    bf16 copy of each weight until the outermost autocast region exits, so with the cache
+    every step of one run would compute with the step-0 weights (the model does not learn)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
 
 def params(m: torch.nn.Module) -> int:
@@ -98,7 +105,7 @@ def fit(model: torch.nn.Module, split: Any, steps: int, lr: float, *,
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         return value
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with bf16(autocast):
         mz.train(model, split.train, epochs=steps / len(split.train), lr=lr, loss=loss,
                  progress=False)
     curve = [round(sum(losses[i:i + LOG_EVERY]) / len(losses[i:i + LOG_EVERY]), 4)
@@ -175,7 +182,7 @@ def prune_rows(base: torch.nn.Module, split: Any, calib: list, ppl: Any, ft: dic
     """(b): each structure pruned, perplexity before and after ``ft`` fine-tune steps
     (bf16 autocast); the unpruned model fine-tuned alike is the control row."""
     def tune(m: torch.nn.Module) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with bf16():
             mz.finetune(m, split.train, epochs=ft["steps"] / len(split.train), lr=ft["lr"],
                         progress=False)
         return ppl(m, split)
