@@ -109,6 +109,9 @@ def _epoch(net: nn.Module, model: nn.Module, data: Iterable[Any],
         loss.backward()
         mask_gradients(model)
         opt.step()
+        # under a caller's torch.autocast the cast copies of the weights are cached until
+        # the context exits: without this, every step would compute with step 0's weights
+        torch.clear_autocast_cache()
         enforce_masks(model)
         if sched:
             sched.step()
