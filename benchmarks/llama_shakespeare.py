@@ -33,7 +33,7 @@ import modelzip.io.hf  # noqa: F401  (mz.load rebuilds "hf" architectures)
 
 LLAMA = {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
          "num_key_value_heads": 4, "intermediate_size": 1408}
-TRAIN = {"steps": 100, "lr": 2e-3, "batch_size": 8, "seq_len": 256, "stride": 64,
+TRAIN = {"steps": 500, "lr": 2e-3, "batch_size": 8, "seq_len": 256, "stride": 64,
          "schedule": "cosine", "autocast": "bf16"}
 EVAL = {"batches": 8, "batch_size": 8}             # 8 x 8 x 256 = 16,384 characters
 CALIB_BATCHES, FT = 8, {"steps": 20, "batch_size": 8, "lr": 5e-4}

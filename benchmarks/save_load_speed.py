@@ -218,7 +218,7 @@ def main() -> None:
             "'first load s' is the first of the 3 loads in the process: it also runs the "
             "recorded architecture once on the meta device to pick the load-time check's "
             "input (cached per architecture afterwards).",
-            "Shared 2-core machine with other jobs running: absolute times are inflated; "
+            "2-core machine that other jobs may share: absolute times vary between runs; "
             "modes are interleaved, so they compare within a model."])
 
 
