@@ -154,7 +154,7 @@ def quant_rows(base: torch.nn.Module, split: Any, calib: list, ppl: Any,
             m = copy.deepcopy(base)
             t0 = time.perf_counter()
             mz.quantize(m, mz.WeightOnly(bits=bits, group_size=128, method=method,
-                                         targets=["re:model\\.layers\\..*"]),
+                                         targets=["re:model\\.layers\\..*_proj"]),
                         calib_data=calib if method != "rtn" else None)
             sec = time.perf_counter() - t0
             out[f"{bits}-{method}"] = p = ppl(m, split)
